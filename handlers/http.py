@@ -1,0 +1,130 @@
+"""What every HTTP handler shares: the typed payload-2.0 event, auth, responses, error mapping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from headrace.aws import boto3_client
+from headrace.completions import ApiServices, authenticate
+from headrace.errors import HeadraceError
+from headrace.logs import configure_logging, request_context
+from headrace.settings import Settings
+
+logger = logging.getLogger("headrace.api")
+
+_camel = ConfigDict(alias_generator=AliasGenerator(validation_alias=to_camel), extra="ignore")
+
+
+class HttpDetails(BaseModel):
+    model_config = _camel
+    method: str
+    path: str
+    source_ip: str | None = None
+
+
+class HttpRequestContext(BaseModel):
+    model_config = _camel
+    request_id: str
+    http: HttpDetails
+
+
+class HttpApiEvent(BaseModel):
+    """API Gateway HTTP API event, payload format 2.0."""
+
+    model_config = _camel
+    version: str = Field(pattern=r"^2\.0$")
+    route_key: str
+    raw_path: str
+    raw_query_string: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+    query_string_parameters: dict[str, str] | None = None
+    path_parameters: dict[str, str] | None = None
+    body: str | None = None
+    is_base64_encoded: bool = False
+    request_context: HttpRequestContext
+
+    def body_bytes(self) -> bytes:
+        if self.body is None:
+            return b""
+        return base64.b64decode(self.body) if self.is_base64_encoded else self.body.encode()
+
+    def query(self, name: str) -> str | None:
+        return (self.query_string_parameters or {}).get(name)
+
+    def api_key(self) -> str | None:
+        """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both)."""
+        key = self.headers.get("x-api-key")
+        if key:
+            return key
+        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic" or not credentials:
+            return None
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+
+
+def json_response(status: int, body: Any, request_id: str | None = None) -> dict[str, Any]:
+    headers = {"content-type": "application/json"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    return {"statusCode": status, "headers": headers, "body": json.dumps(body)}
+
+
+@functools.cache
+def services() -> ApiServices:
+    """Built once per cold start: settings from the environment, clients created once."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return ApiServices(
+        settings=settings,
+        dynamodb=boto3_client(settings, "dynamodb"),
+        sqs=boto3_client(settings, "sqs"),
+    )
+
+
+Route = Callable[[HttpApiEvent, ApiServices, str], dict[str, Any]]
+
+
+def endpoint(route: Route) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """Lambda entry point around `route(event, services, owner)`: parse, authenticate, map errors.
+
+    Domain errors become their status with `{"detail": ...}`; anything else is a 500 whose
+    detail names the gateway request id, never a traceback.
+    """
+
+    @functools.wraps(route)
+    def handler(raw_event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        try:
+            event = HttpApiEvent.model_validate(raw_event)
+        except ValidationError:
+            logger.exception("event is not an API Gateway HTTP API payload 2.0 event")
+            return json_response(500, {"detail": "internal error: malformed gateway event"})
+        gateway_request_id = event.request_context.request_id
+        with request_context(gateway_request_id):
+            try:
+                svc = services()
+                owner = authenticate(svc, event.api_key())
+                return route(event, svc, owner)
+            except HeadraceError as e:
+                if e.status_code >= 500:
+                    logger.warning("request failed: %s", e.detail)
+                return json_response(e.status_code, {"detail": e.detail})
+            except Exception:
+                logger.exception("unhandled error")
+                return json_response(
+                    500, {"detail": f"internal error (gateway request {gateway_request_id})"}
+                )
+
+    return handler

@@ -1,0 +1,42 @@
+"""POST /v1/llm/completions-async and POST /v1/llm/completions-sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.http import HttpApiEvent, endpoint, json_response
+from headrace import completions
+from headrace.completions import ApiServices
+from headrace.contracts import JobStatus, parse_completion_request
+
+
+def _submit(event: HttpApiEvent, services: ApiServices, owner: str) -> tuple[str, str]:
+    request = parse_completion_request(event.body_bytes())
+    model = completions.resolve_model(services, request, event.query("model_endpoint_name"))
+    submitted = completions.submit(services, owner=owner, request=request, model=model)
+    return submitted.request_id, model
+
+
+@endpoint
+def handle_async(event: HttpApiEvent, services: ApiServices, owner: str) -> dict[str, Any]:
+    request_id, _ = _submit(event, services, owner)
+    return json_response(
+        202, {"request_id": request_id, "status": JobStatus.QUEUED.value}, request_id
+    )
+
+
+@endpoint
+def handle_sync(event: HttpApiEvent, services: ApiServices, owner: str) -> dict[str, Any]:
+    request_id, _ = _submit(event, services, owner)
+    record = completions.wait_for_final(
+        services, owner=owner, request_id=request_id, timeout=services.settings.sync_wait_seconds
+    )
+    if record.status is JobStatus.SUCCEEDED:
+        return json_response(200, {"request_id": request_id, "output": record.output}, request_id)
+    if record.status is JobStatus.FAILED and record.error is not None:
+        status = 400 if record.error.type == "invalid_request" else 500
+        return json_response(
+            status, {"detail": record.error.message, "request_id": request_id}, request_id
+        )
+    # Not done within the wait: the caller polls GET /v1/llm/completions/{request_id}.
+    return json_response(202, {"request_id": request_id, "status": record.status.value}, request_id)

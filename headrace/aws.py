@@ -1,0 +1,64 @@
+"""AWS clients, created once per process from the settings (endpoint URL only differs locally)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from headrace.errors import ConditionFailed, HeadraceError, NotFound, Throttled, TransientError
+from headrace.settings import Settings
+
+_THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+    }
+)
+_MISSING_CODES = frozenset(
+    {"ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "NoSuchKey"}
+)
+
+
+def botocore_config(settings: Settings) -> Config:
+    # Standard retry mode already backs off on throttling; keep attempts low so a Lambda
+    # under API Gateway's 30 s limit still answers in time.
+    return Config(
+        region_name=settings.region,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=30,
+    )
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": settings.region, "config": botocore_config(settings)}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    return kwargs
+
+
+def boto3_client(settings: Settings, service: str) -> Any:
+    return boto3.session.Session().client(service, **client_kwargs(settings))  # type: ignore[call-overload]
+
+
+def translate_client_error(error: ClientError) -> HeadraceError:
+    """Map a botocore ClientError onto the domain hierarchy (callers `raise ... from error`)."""
+    code = error.response.get("Error", {}).get("Code", "")
+    message = error.response.get("Error", {}).get("Message", code)
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailed(message)
+    if code in _THROTTLING_CODES:
+        return Throttled(message)
+    if code in _MISSING_CODES:
+        return NotFound(message)
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+    if status >= 500:
+        return TransientError(f"{code}: {message}")
+    return HeadraceError(f"{code}: {message}")

@@ -1,0 +1,166 @@
+"""`headrace`: the local stack, the worker and the local gateway from one command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from headrace.logs import configure_logging
+
+logger = logging.getLogger("headrace.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headrace", description="Queue-driven LLM completions: local stack, worker, tools."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    dev = commands.add_parser(
+        "dev",
+        help="start the whole stack locally (AWS endpoint, gateway, worker) and serve completions",
+        description="Start moto, create the resources of template.yaml, build and upload the dev "
+        "model, start the local gateway and a worker. Ctrl-C stops everything.",
+    )
+    dev.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default: %(default)s)"
+    )
+    dev.add_argument("--port", type=int, default=8080, help="gateway port (default: %(default)s)")
+    dev.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    dev.set_defaults(run=_run_dev)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a GPU/CPU worker: consume the jobs queue and decode with CTranslate2",
+        description="Settings come from HEADRACE_* environment variables (see the README).",
+    )
+    worker.set_defaults(run=_run_worker)
+
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve the HTTP routes of template.yaml locally (part of `headrace dev`)",
+        description="Play API Gateway: payload-2.0 events to the handler functions, in-process.",
+    )
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.set_defaults(run=_run_gateway)
+    return parser
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from worker.app import main as worker_main
+
+    return worker_main()
+
+
+def _run_gateway(args: argparse.Namespace) -> int:
+    from headrace.dev.gateway import LocalGateway
+    from headrace.settings import Settings
+
+    configure_logging(Settings().log_level)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        gateway = LocalGateway.from_template()
+        gateway.resolve_all()
+        await gateway.start(args.host, args.port)
+        try:
+            await stop.wait()
+        finally:
+            await gateway.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from headrace.dev.stack import LocalStack, StackError, StackOptions
+
+    configure_logging("INFO")
+    started = time.monotonic()
+    stack = LocalStack(StackOptions(host=args.host, gateway_port=args.port, log_to_files=False))
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        print("Starting Headrace locally…", file=sys.stderr, flush=True)
+        stack.start(workers=args.workers)
+        state_path = stack.write_state()
+        _print_banner(stack, time.monotonic() - started, str(state_path))
+        while not stop_requested:
+            for process in stack.workers:
+                if process.poll() is not None:
+                    print(
+                        f"headrace: a worker exited ({process.returncode}); stopping",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except StackError as e:
+        print(f"headrace: the local stack did not start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            print("\nStopping…", file=sys.stderr, flush=True)
+            stack.remove_state()
+            stack.stop()
+
+
+def _print_banner(stack: object, seconds: float, state_path: str) -> None:
+    from headrace.dev.stack import LocalStack
+
+    assert isinstance(stack, LocalStack)
+    model = next(iter(stack.model_zoo))
+    print(
+        f"""
+Headrace is ready in {seconds:.1f}s.
+
+  Base URL   {stack.base_url}
+  API key    {stack.api_key}
+  Model      {model}
+  AWS        {stack.aws_endpoint_url}  (moto server)
+  Recorded   {state_path}  (the CLI and the Python client read it)
+
+Try it:
+
+  curl -s -X POST '{stack.base_url}/v1/llm/completions-sync?model_endpoint_name={model}' \\
+    -H 'x-api-key: {stack.api_key}' -H 'content-type: application/json' \\
+    -d '{{"prompt": "The river", "max_new_tokens": 40, "temperature": 0}}'
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Wire contracts: the completion request, results, stream events and the SQS job message.
+
+Field names and ranges follow Scale's LLM Engine client so its users can point it at Headrace.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from headrace.errors import InvalidRequest, UnprocessableBody
+
+# Fields in the LLM Engine contract that CTranslate2 cannot honour. Sending a value that would
+# change decoding is a 400 naming the field; it is never silently ignored.
+UNSUPPORTED_FIELDS: dict[str, str] = {
+    "presence_penalty": "CTranslate2 has no presence penalty",
+    "frequency_penalty": "CTranslate2 has no frequency penalty",
+    "guided_json": "guided decoding is not supported by this engine",
+    "guided_regex": "guided decoding is not supported by this engine",
+    "guided_choice": "guided decoding is not supported by this engine",
+    "guided_grammar": "guided decoding is not supported by this engine",
+}
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    prompt: str = Field(min_length=1)
+    max_new_tokens: int = Field(default=20, ge=1)
+    temperature: float = Field(default=0.2, ge=0.0, le=1.0)
+    stop_sequences: list[str] | None = None
+    return_token_log_probs: bool | None = False
+    presence_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_k: int | None = Field(default=None, ge=-1)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    include_stop_str_in_output: bool | None = None
+    guided_json: dict[str, Any] | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    skip_special_tokens: bool | None = True
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stop_sequences_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not s for s in value):
+            raise ValueError("stop sequences must be non-empty strings")
+        return value
+
+    def unsupported_field(self) -> tuple[str, str] | None:
+        """The first field set to a value the engine cannot honour, with the reason."""
+        for name, reason in UNSUPPORTED_FIELDS.items():
+            value = getattr(self, name)
+            # A zero penalty changes nothing, so it is honoured exactly.
+            if value is None or (name.endswith("_penalty") and value == 0):
+                continue
+            return name, reason
+        return None
+
+
+def parse_completion_request(body: bytes | str) -> CompletionRequest:
+    """Validate a JSON body; every failure is an InvalidRequest naming the field."""
+    try:
+        return CompletionRequest.model_validate_json(body, strict=True)
+    except ValidationError as e:
+        if e.errors(include_url=False)[0]["type"] == "json_invalid":
+            raise UnprocessableBody("body: not valid JSON") from e
+        raise InvalidRequest(describe_validation_error(e)) from e
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in first["loc"]) or "body"
+    if first["type"] == "extra_forbidden":
+        return f"{location}: unknown field"
+    if first["type"] == "missing":
+        return f"{location}: field required"
+    return f"{location}: {first['msg']}"
+
+
+class TokenOutput(BaseModel):
+    token: str
+    log_prob: float
+
+
+class CompletionOutput(BaseModel):
+    text: str
+    num_prompt_tokens: int | None = None
+    num_completion_tokens: int
+    tokens: list[TokenOutput] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        # `tokens` appears only when log probs were asked for (DESIGN.md result shape).
+        return self.model_dump(exclude_none=True)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobMessage(BaseModel):
+    """The SQS message body. Everything the worker needs, so a job can run even if its record
+    is missing (event-driven submits write no record before enqueueing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    request_id: str = Field(min_length=1, max_length=64)
+    owner: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1)
+    request: CompletionRequest
+    submitted_at: float
+
+
+class JobError(BaseModel):
+    message: str
+    type: str = "error"
+
+
+class JobView(BaseModel):
+    """What `GET /v1/llm/completions/{request_id}` answers."""
+
+    request_id: str
+    status: JobStatus
+    model: str
+    attempts: int
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    output: dict[str, Any] | None = None
+    error: JobError | None = None
+
+
+class SubmitResponse(BaseModel):
+    request_id: str
+    status: JobStatus = JobStatus.QUEUED
+
+
+class ModelEndpoint(BaseModel):
+    name: str
+    status: Literal["READY", "NO_WORKER"]
+    served: bool
+    artifact: str

@@ -1,0 +1,292 @@
+"""The local stack as plain processes: moto server, provisioning from template.yaml, the dev
+model in the local S3, the local gateway and workers. `headrace dev` and the tests both use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+
+from headrace import devmodel, jobstore
+from headrace.dev.moto import (
+    MOTO_CREDENTIALS,
+    MOTO_ENV,
+    _parent_death_signal,
+    free_port,
+    start_moto_server,
+    stop_process,
+)
+from headrace.devmodel import DEV_MODEL_NAME, artifact_digest, build_dev_model
+from infra.provision import AwsClients, ProvisionedResources, provision, settings_overrides
+from worker.artifacts import upload_model
+
+logger = logging.getLogger("headrace.dev")
+
+STATE_FILE_NAME = "dev-stack.json"
+
+
+def headrace_home() -> Path:
+    """Where the dev stack keeps its state, logs and models (HEADRACE_HOME, else ~/.headrace)."""
+    return Path(os.environ.get("HEADRACE_HOME") or Path.home() / ".headrace")
+
+
+def read_state(home: Path | None = None) -> dict[str, Any] | None:
+    """What a running `headrace dev` recorded: base_url, api_key, default model, endpoints."""
+    path = (home or headrace_home()) / STATE_FILE_NAME
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not start."""
+
+
+@dataclass
+class StackOptions:
+    home: Path = field(default_factory=headrace_home)
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    moto_port: int = 0
+    # Template parameter overrides, e.g. {"VisibilityTimeoutSeconds": "3"}.
+    parameters: dict[str, str] = field(default_factory=dict)
+    # Extra HEADRACE_* settings for the gateway and the workers.
+    settings_env: dict[str, str] = field(default_factory=dict)
+    # Child processes write to files under logs_dir (default home/logs), else to this terminal.
+    log_to_files: bool = True
+    logs_dir: Path | None = None
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.home = options.home
+        self.logs_dir = options.logs_dir or self.home / "logs"
+        self._moto: subprocess.Popen[bytes] | None = None
+        self._gateway: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.aws_endpoint_url = ""
+        self.base_url = ""
+        self.api_key = ""
+        self.resources: ProvisionedResources | None = None
+        self.model_zoo: dict[str, str] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, *, workers: int = 1) -> None:
+        try:
+            self.start_aws()
+            self.start_gateway()
+            for _ in range(workers):
+                self.start_worker()
+            if workers:
+                self.wait_for_worker()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for process in [*self.workers, self._gateway, self._moto]:
+            if process is not None:
+                stop_process(process, timeout=10)
+        self.workers.clear()
+        self._gateway = self._moto = None
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- parts -------------------------------------------------------------------------------
+
+    def start_aws(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._moto, self.aws_endpoint_url = start_moto_server(
+            self.options.host,
+            self.options.moto_port,
+            log_file=self.logs_dir / "moto.log",
+        )
+        session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
+        clients = AwsClients.create(self.aws_endpoint_url, session=session)
+        try:
+            self.resources = provision(clients, overrides=self.options.parameters)
+            self.model_zoo = {DEV_MODEL_NAME: self._upload_dev_model(clients.s3)}
+            self.api_key = self._dev_api_key()
+            clients.dynamodb.put_item(
+                **jobstore.put_api_key(
+                    self.resources.table_name, self.api_key, name="dev", now=time.time()
+                )
+            )
+        finally:
+            clients.close()
+
+    def _upload_dev_model(self, s3: Any) -> str:
+        assert self.resources is not None
+        uri = f"s3://{self.resources.bucket_name}/models/{DEV_MODEL_NAME}"
+        upload_model(ensure_dev_model(self.home), uri, s3)
+        return uri
+
+    def _dev_api_key(self) -> str:
+        # Stable across restarts, so scripts and a second terminal keep working.
+        key_file = self.home / "dev-api-key"
+        if not key_file.is_file():
+            key_file.write_text(f"hr-dev-{secrets.token_urlsafe(18)}")
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment every Headrace process of this stack runs with."""
+        assert self.resources is not None
+        return {
+            **os.environ,
+            **MOTO_ENV,
+            **settings_overrides(self.resources),
+            "HEADRACE_AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "HEADRACE_MODEL_ZOO": json.dumps(self.model_zoo),
+            "HEADRACE_DEFAULT_MODEL": DEV_MODEL_NAME,
+            "HEADRACE_MODEL_CACHE_DIR": str(self.home / "model-cache"),
+            **self.options.settings_env,
+            **(extra or {}),
+        }
+
+    def start_gateway(self) -> None:
+        port = self.options.gateway_port or free_port(self.options.host)
+        if port and not _port_free(self.options.host, port):
+            fallback = free_port(self.options.host)
+            logger.warning("port %d is taken; the gateway uses %d", port, fallback)
+            port = fallback
+        self.base_url = f"http://{self.options.host}:{port}"
+        command = [sys.executable, "-m", "headrace.cli", "gateway", "--host", self.options.host]
+        self._gateway = self._spawn([*command, "--port", str(port)], "gateway", self.env())
+        _wait_http(self.base_url + "/", self._gateway, timeout=30)
+
+    def start_worker(self, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        name = f"worker-{len(self.workers) + 1}"
+        process = self._spawn([sys.executable, "-m", "worker"], name, self.env(extra_env))
+        self.workers.append(process)
+        return process
+
+    def worker_log(self, index: int) -> Path:
+        return self.logs_dir / f"worker-{index + 1}.log"
+
+    def wait_for_worker(self, timeout: float = 60.0) -> None:
+        """Until the model endpoints list the dev model as served (a worker is past readiness)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.workers:
+                if process.poll() is not None:
+                    raise StackError(f"a worker exited with status {process.returncode}")
+            request = urllib.request.Request(
+                self.base_url + "/v1/llm/model-endpoints", headers={"x-api-key": self.api_key}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    endpoints = json.loads(response.read())["model_endpoints"]
+                if any(e["served"] for e in endpoints):
+                    return
+            except (urllib.error.URLError, OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise StackError(f"no worker became ready within {timeout:g}s")
+
+    def _spawn(self, command: list[str], name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        output: IO[bytes] | None = None
+        if self.options.log_to_files:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.logs_dir / f"{name}.log").open("ab")
+        try:
+            return subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                preexec_fn=_parent_death_signal(),  # children die with the stack
+            )
+        finally:
+            if output is not None:
+                output.close()
+
+    # ---- what a second terminal reads -------------------------------------------------------
+
+    def write_state(self) -> Path:
+        path = self.home / STATE_FILE_NAME
+        state = {
+            "base_url": self.base_url,
+            "api_key": self.api_key,
+            "default_model": DEV_MODEL_NAME,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "pid": os.getpid(),
+        }
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def remove_state(self) -> None:
+        path = self.home / STATE_FILE_NAME
+        state = read_state(self.home)
+        if state and state.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def ensure_dev_model(home: Path) -> Path:
+    """The dev model under home/models, built once and rebuilt only when its recipe changes."""
+    model_dir = home / "models" / DEV_MODEL_NAME
+    stamp_file = model_dir.with_suffix(".stamp")
+    recipe = _recipe_fingerprint()
+    stamp = stamp_file.read_text() if stamp_file.is_file() else ""
+    if not model_dir.is_dir() or stamp != f"{recipe}:{artifact_digest(model_dir)}":
+        logger.info("building the dev model (once)", extra={"path": str(model_dir)})
+        build_dev_model(model_dir)
+        stamp_file.write_text(f"{recipe}:{artifact_digest(model_dir)}")
+    return model_dir
+
+
+def _recipe_fingerprint() -> str:
+    package = Path(devmodel.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.glob("*.py")) + sorted(package.glob("*.txt")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{url} process exited with status {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.05)
+    raise StackError(f"{url} did not answer within {timeout:g}s")

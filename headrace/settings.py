@@ -1,0 +1,68 @@
+"""The one settings object. Built once (cold start, worker start, CLI) and passed down."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore")
+
+    # --- AWS resources (names come from template.yaml outputs on AWS, from the dev stack locally)
+    region: str = "us-east-1"
+    # Unset on AWS; the local AWS endpoint (moto server) in dev and tests.
+    aws_endpoint_url: str | None = None
+    table_name: str = "headrace-jobs"
+    queue_name: str = "headrace-jobs"
+    dlq_name: str = "headrace-jobs-dlq"
+    models_bucket: str = "headrace-models"
+
+    # --- Model zoo: model name -> artifact location (s3://bucket/prefix or a local directory)
+    # holding a CTranslate2 model directory and its tokenizer.json. JSON in the environment.
+    model_zoo: dict[str, str] = Field(default_factory=dict)
+    default_model: str = "headrace-tiny"
+
+    # --- Request limits
+    max_prompt_bytes: int = 64 * 1024
+    max_new_tokens_limit: int = 2048
+    max_stop_sequences: int = 4
+    sync_wait_seconds: float = 25.0
+    sync_poll_interval_seconds: float = 0.05
+
+    # --- Job lifecycle
+    visibility_timeout_seconds: int = 60
+    max_receive_count: int = 5
+    job_ttl_seconds: int = 7 * 24 * 3600
+    # A worker that has not refreshed its presence within this many seconds is not serving.
+    presence_ttl_seconds: int = 30
+
+    # --- Worker
+    worker_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    model_cache_dir: str = ".headrace/model-cache"
+    device: str = "auto"
+    compute_type: str = "default"
+    max_batch_size: int = 8
+    max_batch_wait_ms: int = 5
+    inter_threads: int = 0  # 0: chosen for the device
+    intra_threads: int = 0  # 0: chosen for the device
+    receive_wait_seconds: int = 20
+    shutdown_grace_seconds: float = 30.0
+
+    # --- Logging
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_worker_models(cls, data: object) -> object:
+        if isinstance(data, dict):
+            raw = data.get("worker_models")
+            if isinstance(raw, str):
+                data = {**data, "worker_models": [m for m in raw.split(",") if m.strip()]}
+        return data
+
+    def served_models(self) -> list[str]:
+        """Models this worker loads: the ones named, or every model of the zoo."""
+        return self.worker_models or sorted(self.model_zoo)

@@ -1,0 +1,276 @@
+"""infra/provision.py against a real moto server: the template's resources, over the wire."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from headrace.dev.moto import (
+    MOTO_ACCOUNT_ID,
+    MOTO_CREDENTIALS,
+    start_moto_server,
+    stop_process,
+)
+from headrace.settings import Settings
+from infra.provision import (
+    AwsClients,
+    ProvisionedResources,
+    ProvisionError,
+    provision,
+    settings_overrides,
+)
+from infra.template import load_template
+
+
+def _clients(endpoint: str, region: str = "us-east-1") -> AwsClients:
+    session = boto3.session.Session(region_name=region, **MOTO_CREDENTIALS)
+    return AwsClients.create(endpoint, region_name=region, session=session)
+
+
+@pytest.fixture
+def clients(moto_endpoint: str) -> Iterator[AwsClients]:
+    made = _clients(moto_endpoint)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def stack_name() -> str:
+    """A fresh stack name per test: the moto server is shared by the session."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def _queue_attributes(clients: AwsClients, url: str) -> dict[str, str]:
+    response = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    return {str(name): value for name, value in response["Attributes"].items()}
+
+
+def test_provision_builds_the_template_resources(clients: AwsClients, stack_name: str) -> None:
+    resources = provision(clients, stack_name=stack_name)
+
+    assert resources.table_name == f"{stack_name}-jobs"
+    assert resources.queue_name == f"{stack_name}-jobs"
+    assert resources.dlq_name == f"{stack_name}-jobs-dlq"
+    assert resources.bucket_name == f"{stack_name}-models-{MOTO_ACCOUNT_ID}"
+    assert resources.account_id == MOTO_ACCOUNT_ID
+    assert (resources.visibility_timeout_seconds, resources.max_receive_count) == (60, 5)
+
+    sqs = clients.sqs
+    assert sqs.get_queue_url(QueueName=resources.queue_name)["QueueUrl"] == resources.queue_url
+    assert sqs.get_queue_url(QueueName=resources.dlq_name)["QueueUrl"] == resources.dlq_url
+    queue = _queue_attributes(clients, resources.queue_url)
+    dlq = _queue_attributes(clients, resources.dlq_url)
+    assert queue["VisibilityTimeout"] == "60"
+    assert queue["ReceiveMessageWaitTimeSeconds"] == "20"
+    assert queue["MessageRetentionPeriod"] == str(4 * 24 * 3600)
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq["QueueArn"] == resources.dlq_arn
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert dlq["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+
+    table = clients.dynamodb.describe_table(TableName=resources.table_name)["Table"]
+    assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {
+        ("pk", "HASH"),
+        ("sk", "RANGE"),
+    }
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TableArn"] == resources.table_arn
+    ttl = clients.dynamodb.describe_time_to_live(TableName=resources.table_name)
+    assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    backups = clients.dynamodb.describe_continuous_backups(TableName=resources.table_name)
+    pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+
+    s3 = clients.s3
+    s3.head_bucket(Bucket=resources.bucket_name)
+    block = s3.get_public_access_block(Bucket=resources.bucket_name)
+    assert all(block["PublicAccessBlockConfiguration"].values())
+    encryption = s3.get_bucket_encryption(Bucket=resources.bucket_name)
+    rule = encryption["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_the_queue_really_redrives_to_the_dlq(moto_endpoint: str, stack_name: str) -> None:
+    made = _clients(moto_endpoint)
+    try:
+        resources = provision(
+            made,
+            stack_name=stack_name,
+            overrides={"VisibilityTimeoutSeconds": "1", "MaxReceiveCount": "1"},
+        )
+        sqs = made.sqs
+        sqs.send_message(QueueUrl=resources.queue_url, MessageBody="poison")
+        first = sqs.receive_message(QueueUrl=resources.queue_url, WaitTimeSeconds=1)
+        assert [m["Body"] for m in first.get("Messages", [])] == ["poison"]
+        # Not deleted: once visible again, the next receive moves it to the DLQ.
+        moved: list[str] = []
+        for _ in range(10):
+            sqs.receive_message(QueueUrl=resources.queue_url, WaitTimeSeconds=1)
+            dead = sqs.receive_message(QueueUrl=resources.dlq_url, WaitTimeSeconds=0)
+            moved = [m["Body"] for m in dead.get("Messages", [])]
+            if moved:
+                break
+        assert moved == ["poison"]
+    finally:
+        made.close()
+
+
+def test_provisioning_twice_reuses_the_resources(clients: AwsClients, stack_name: str) -> None:
+    first = provision(clients, stack_name=stack_name)
+    second = provision(clients, stack_name=stack_name)
+    assert first == second
+    queues = clients.sqs.list_queues(QueueNamePrefix=stack_name).get("QueueUrls", [])
+    assert sorted(queues) == sorted([first.queue_url, first.dlq_url])
+    tables = clients.dynamodb.list_tables()["TableNames"]
+    assert [t for t in tables if t.startswith(stack_name)] == [first.table_name]
+    buckets = [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
+    assert [b for b in buckets if b.startswith(stack_name)] == [first.bucket_name]
+
+
+def test_overrides_apply_and_a_rerun_converges(clients: AwsClients, stack_name: str) -> None:
+    provision(clients, stack_name=stack_name)
+    resources = provision(
+        clients,
+        stack_name=stack_name,
+        overrides={"VisibilityTimeoutSeconds": "3", "MaxReceiveCount": "3"},
+    )
+    assert (resources.visibility_timeout_seconds, resources.max_receive_count) == (3, 3)
+    queue = _queue_attributes(clients, resources.queue_url)
+    assert queue["VisibilityTimeout"] == "3"
+    assert int(json.loads(queue["RedrivePolicy"])["maxReceiveCount"]) == 3
+
+
+def test_settings_overrides_configure_settings(
+    clients: AwsClients, stack_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resources = provision(
+        clients, stack_name=stack_name, overrides={"VisibilityTimeoutSeconds": "7"}
+    )
+    env = settings_overrides(resources)
+    template_env = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(env) <= set(template_env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.table_name == resources.table_name
+    assert settings.queue_name == resources.queue_name
+    assert settings.dlq_name == resources.dlq_name
+    assert settings.models_bucket == resources.bucket_name
+    assert settings.visibility_timeout_seconds == 7
+    assert settings.max_receive_count == 5
+    assert settings.region == "us-east-1"
+
+
+def test_other_regions_get_a_located_bucket(moto_endpoint: str, stack_name: str) -> None:
+    made = _clients(moto_endpoint, region="eu-west-1")
+    try:
+        resources = provision(made, stack_name=stack_name)
+        provision(made, stack_name=stack_name)
+        location = made.s3.get_bucket_location(Bucket=resources.bucket_name)
+        assert location["LocationConstraint"] == "eu-west-1"
+        assert resources.region == "eu-west-1"
+        assert ":eu-west-1:" in resources.queue_arn
+    finally:
+        made.close()
+
+
+def test_unknown_override_is_an_error(clients: AwsClients, stack_name: str) -> None:
+    with pytest.raises(ProvisionError, match="VisibilityTimeout"):
+        provision(clients, stack_name=stack_name, overrides={"VisibilityTimeout": "3"})
+    with pytest.raises(ProvisionError, match="below"):
+        provision(clients, stack_name=stack_name, overrides={"MaxReceiveCount": "0"})
+    assert not clients.sqs.list_queues(QueueNamePrefix=stack_name).get("QueueUrls")
+
+
+def _mini_template(**queue_props: Any) -> dict[str, Any]:
+    return {
+        "Parameters": {"Suffix": {"Type": "String", "Default": "x"}},
+        "Resources": {
+            "JobsQueue": {
+                "Type": "AWS::SQS::Queue",
+                "Properties": {
+                    "QueueName": {"Fn::Join": ["-", [{"Ref": "AWS::StackName"}, "q"]]},
+                    "RedrivePolicy": {
+                        "deadLetterTargetArn": {"Fn::GetAtt": "JobsDeadLetterQueue.Arn"},
+                        "maxReceiveCount": "2",
+                    },
+                    **queue_props,
+                },
+            },
+            "JobsDeadLetterQueue": {
+                "Type": "AWS::SQS::Queue",
+                "Properties": {
+                    "QueueName": {"Fn::Sub": ["${AWS::StackName}-${S}", {"S": "d"}]},
+                    "Tags": [{"Key": "literal", "Value": {"Fn::Sub": "${!Lit}-${Suffix}"}}],
+                },
+            },
+            "JobsTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                },
+            },
+            "ModelsBucket": {
+                "Type": "AWS::S3::Bucket",
+                "Properties": {"BucketName": {"Fn::Sub": "${AWS::StackName}-${Suffix}"}},
+            },
+            "Ignored": {"Type": "AWS::Serverless::Function", "Properties": {}},
+        },
+    }
+
+
+def test_intrinsics_resolve_in_dependency_order(clients: AwsClients, stack_name: str) -> None:
+    resources = provision(
+        clients,
+        stack_name=stack_name,
+        template=_mini_template(),
+        overrides={"Suffix": "m"},
+        account_id=MOTO_ACCOUNT_ID,
+    )
+    assert resources == ProvisionedResources(
+        table_name=f"{stack_name}-JobsTable",
+        queue_name=f"{stack_name}-q",
+        queue_url=resources.queue_url,
+        dlq_name=f"{stack_name}-d",
+        dlq_url=resources.dlq_url,
+        bucket_name=f"{stack_name}-m",
+        queue_arn=resources.queue_arn,
+        dlq_arn=f"arn:aws:sqs:us-east-1:{MOTO_ACCOUNT_ID}:{stack_name}-d",
+        table_arn=resources.table_arn,
+        visibility_timeout_seconds=30,
+        max_receive_count=2,
+        stack_name=stack_name,
+        account_id=MOTO_ACCOUNT_ID,
+    )
+    queue = _queue_attributes(clients, resources.queue_url)
+    assert json.loads(queue["RedrivePolicy"])["deadLetterTargetArn"] == resources.dlq_arn
+    tags = clients.sqs.list_queue_tags(QueueUrl=resources.dlq_url)["Tags"]
+    assert tags == {"literal": "${Lit}-m"}
+
+
+def test_unsupported_properties_are_refused(clients: AwsClients, stack_name: str) -> None:
+    template = _mini_template(FancyNewFeature=True)
+    with pytest.raises(ProvisionError, match="FancyNewFeature"):
+        provision(clients, stack_name=stack_name, template=template)
+
+
+def test_moto_server_process_is_stopped(tmp_path: Any) -> None:
+    log_file = tmp_path / "moto.log"
+    process, url = start_moto_server(log_file=log_file)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert process.poll() is None
+    finally:
+        stop_process(process)
+    assert process.poll() is not None
+    assert "/moto-api/" in log_file.read_text()

@@ -1,0 +1,167 @@
+"""At-least-once delivery made safe: duplicates, a killed worker, poison messages, lost sends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Api, make_stack
+
+from headrace import completions, jobstore
+from headrace.contracts import CompletionRequest, JobMessage, JobStatus
+from headrace.dev.stack import LocalStack
+from headrace.devmodel import DEV_MODEL_NAME
+from headrace.errors import TransientError
+from headrace.settings import Settings
+from infra.provision import AwsClients
+
+
+def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if request_id is None or line.get("request_id") == request_id:
+            lines.append(line)
+    return lines
+
+
+def messages_left(aws: AwsClients, queue_url: str) -> int:
+    attributes = aws.sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_same_message_delivered_twice_decodes_once(
+    api: Api, stack: LocalStack, aws: AwsClients
+) -> None:
+    assert stack.resources is not None
+    request = {"prompt": "The river", "max_new_tokens": 300, "temperature": 0}
+    request_id = api.submit(request)
+    copy = JobMessage(
+        request_id=request_id,
+        owner=jobstore.hash_api_key(stack.api_key),
+        model=DEV_MODEL_NAME,
+        request=CompletionRequest(**request, model=DEV_MODEL_NAME),
+        submitted_at=time.time(),
+    )
+    for _ in range(2):
+        aws.sqs.send_message(QueueUrl=stack.resources.queue_url, MessageBody=copy.model_dump_json())
+
+    job = api.wait(request_id)
+    wait_until(lambda: messages_left(aws, stack.resources.queue_url) == 0, 30, "queue to drain")
+
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 1
+    assert job == api.wait(request_id)  # the copies changed nothing afterwards
+    lines = log_lines(stack.worker_log(0), request_id)
+    assert [line["message"] for line in lines].count("decoding") == 1
+    assert [line["message"] for line in lines].count("job succeeded") == 1
+
+
+def test_malformed_message_goes_to_the_dlq_and_the_worker_keeps_serving(
+    api: Api, stack: LocalStack, aws: AwsClients
+) -> None:
+    resources = stack.resources
+    assert resources is not None
+    poison = "this is not a job " + str(time.time())
+    aws.sqs.send_message(QueueUrl=resources.queue_url, MessageBody=poison)
+
+    assert (
+        api.wait(api.submit({"prompt": "Still working", "max_new_tokens": 5}))["status"]
+        == "SUCCEEDED"
+    )
+
+    found: list[str] = []
+
+    def poison_in_dlq() -> bool:
+        # Redrive happens when the queue is received from after the last allowed receive.
+        messages = aws.sqs.receive_message(
+            QueueUrl=resources.dlq_url, WaitTimeSeconds=1, MaxNumberOfMessages=10
+        ).get("Messages", [])
+        for message in messages:
+            aws.sqs.delete_message(
+                QueueUrl=resources.dlq_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            found.append(message["Body"])
+        return poison in found
+
+    wait_until(poison_in_dlq, 30, "the malformed message in the DLQ")
+    messages = [line["message"] for line in log_lines(stack.worker_log(0))]
+    assert messages.count("malformed job message") == resources.max_receive_count
+    assert (
+        api.wait(api.submit({"prompt": "And still", "max_new_tokens": 5}))["status"] == "SUCCEEDED"
+    )
+
+
+def test_worker_killed_mid_job_the_job_is_retried_and_completes(
+    model_home: Path, tmp_path: Path
+) -> None:
+    with make_stack(model_home, tmp_path, workers=0) as stack:
+        first = stack.start_worker()
+        stack.wait_for_worker()
+        api = Api(stack.base_url, stack.api_key)
+        # Long enough (seconds) that the kill lands mid-decode.
+        request_id = api.submit({"prompt": "The river", "max_new_tokens": 4000, "temperature": 0})
+
+        def running() -> bool:
+            _, job = api.call("GET", f"/v1/llm/completions/{request_id}")
+            assert job["status"] != "SUCCEEDED", "finished before the kill: make the job longer"
+            return bool(job["status"] == "RUNNING")
+
+        wait_until(running, 30, "the job to start")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+
+        stack.start_worker()
+        job = api.wait(request_id, timeout=90)
+
+        assert job["status"] == "SUCCEEDED", job
+        assert job["attempts"] == 2
+        assert job["output"]["num_completion_tokens"] == 4000
+        retried = log_lines(stack.worker_log(1), request_id)
+        decoding = [line for line in retried if line["message"] == "decoding"]
+        assert decoding and decoding[0]["attempt"] == 2 and decoding[0]["receive_count"] == 2
+
+
+def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients) -> None:
+    assert stack.resources is not None
+    settings = Settings(
+        aws_endpoint_url=stack.aws_endpoint_url,
+        table_name=stack.resources.table_name,
+        queue_name="headrace-no-such-queue",
+        model_zoo=stack.model_zoo,
+    )
+    services = completions.ApiServices(settings=settings, dynamodb=aws.dynamodb, sqs=aws.sqs)
+    owner = jobstore.hash_api_key(stack.api_key)
+
+    with pytest.raises(TransientError, match="marked FAILED"):
+        completions.submit(
+            services, owner=owner, request=CompletionRequest(prompt="x"), model=DEV_MODEL_NAME
+        )
+
+    [item] = [
+        item
+        for item in aws.dynamodb.scan(TableName=stack.resources.table_name)["Items"]
+        if item.get("error") and "enqueue_failed" in item["error"]["S"]
+    ]
+    record = jobstore.JobRecord.from_item(dict(item))  # type: ignore[arg-type]
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None and "enqueue failed" in record.error.message
+    status_view = completions.get_job(services, owner=owner, request_id=record.request_id)
+    assert status_view.status is JobStatus.FAILED

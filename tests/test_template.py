@@ -1,0 +1,153 @@
+"""template.yaml: lints clean and declares the routes, queues and environment the code expects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.template import TEMPLATE_PATH, http_routes, load_template, resources_of_type
+
+EXPECTED_ROUTES = {
+    ("POST", "/v1/llm/completions-async", "handlers.submit.handle_async"),
+    ("POST", "/v1/llm/completions-sync", "handlers.submit.handle_sync"),
+    ("GET", "/v1/llm/completions/{request_id}", "handlers.status.handler"),
+    ("GET", "/v1/llm/model-endpoints", "handlers.model_endpoints.handler"),
+}
+
+EXPECTED_ENVIRONMENT = {
+    "HEADRACE_TABLE_NAME": {"Ref": "JobsTable"},
+    "HEADRACE_QUEUE_NAME": {"Fn::GetAtt": ["JobsQueue", "QueueName"]},
+    "HEADRACE_DLQ_NAME": {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]},
+    "HEADRACE_MODELS_BUCKET": {"Ref": "ModelsBucket"},
+    "HEADRACE_MODEL_ZOO": {"Ref": "ModelZoo"},
+    "HEADRACE_VISIBILITY_TIMEOUT_SECONDS": {"Ref": "VisibilityTimeoutSeconds"},
+    "HEADRACE_MAX_RECEIVE_COUNT": {"Ref": "MaxReceiveCount"},
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def _cfn_lint_command() -> list[str]:
+    script = Path(sys.executable).with_name("cfn-lint")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    result = subprocess.run(
+        [*_cfn_lint_command(), "--", str(TEMPLATE_PATH)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=TEMPLATE_PATH.parent,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"cfn-lint:\n{result.stdout}\n{result.stderr}"
+
+
+def test_is_a_sam_template(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"] in {"python3.11", "python3.12"}
+    assert function_globals["Timeout"] == 30
+    assert function_globals["CodeUri"] == "."
+
+
+def test_http_routes_map_to_handlers(template: dict[str, Any]) -> None:
+    routes = http_routes(template)
+    assert {(r.method, r.path, r.handler) for r in routes} == EXPECTED_ROUTES
+    assert len(routes) == len(EXPECTED_ROUTES)
+    assert all(r.timeout_seconds == 30 for r in routes)
+
+
+def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]) -> None:
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert set(functions) == {
+        "SubmitAsyncFunction",
+        "SubmitSyncFunction",
+        "GetCompletionFunction",
+        "ModelEndpointsFunction",
+    }
+    for function in functions.values():
+        for event in function["Properties"]["Events"].values():
+            assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+            assert event["Properties"]["PayloadFormatVersion"] == "2.0"
+    assert template["Resources"]["HttpApi"]["Type"] == "AWS::Serverless::HttpApi"
+
+
+def test_queue_redrives_to_the_dead_letter_queue(template: dict[str, Any]) -> None:
+    queue = template["Resources"]["JobsQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert queue["Properties"]["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
+    assert template["Resources"]["JobsDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+
+
+def test_jobs_table_shape(template: dict[str, Any]) -> None:
+    props = template["Resources"]["JobsTable"]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert {(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]} == {
+        ("pk", "HASH"),
+        ("sk", "RANGE"),
+    }
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_functions_and_worker_get_the_same_settings(template: dict[str, Any]) -> None:
+    function_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    for name, value in EXPECTED_ENVIRONMENT.items():
+        assert function_env[name] == value, name
+    container = template["Resources"]["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    worker_env = {item["Name"]: item["Value"] for item in container[0]["Environment"]}
+    for name, value in function_env.items():
+        assert worker_env[name] == value, name
+    assert container[0]["ResourceRequirements"] == [{"Type": "GPU", "Value": "1"}]
+
+
+def _policy_actions(function: dict[str, Any]) -> set[str]:
+    actions: set[str] = set()
+    for policy in function["Properties"].get("Policies", []):
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow"
+            assert statement["Resource"] != "*"
+            listed = statement["Action"]
+            actions.update([listed] if isinstance(listed, str) else listed)
+    return actions
+
+
+def test_functions_get_least_privilege(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for name in ("SubmitAsyncFunction", "SubmitSyncFunction"):
+        assert _policy_actions(resources[name]) == {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "sqs:GetQueueUrl",
+            "sqs:SendMessage",
+        }
+    for name in ("GetCompletionFunction", "ModelEndpointsFunction"):
+        assert _policy_actions(resources[name]) == {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    assert {
+        "HttpApiUrl",
+        "JobsQueueUrl",
+        "JobsTableName",
+        "ModelsBucketName",
+        "JobsDeadLetterQueueUrl",
+    } <= set(template["Outputs"])

@@ -1,0 +1,118 @@
+"""Worker process: load and warm the models (readiness gate), then consume the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aioboto3
+
+from headrace.aws import boto3_client, client_kwargs
+from headrace.errors import HeadraceError, ModelLoadError
+from headrace.logs import configure_logging
+from headrace.settings import Settings
+from worker.artifacts import fetch_model
+from worker.consumer import QueueConsumer
+from worker.decoding import TextCodec
+from worker.engine import Engine, EngineConfig
+from worker.scheduler import ModelRunner
+
+logger = logging.getLogger("headrace.worker")
+
+
+def load_runners(settings: Settings) -> dict[str, ModelRunner]:
+    """Fetch, load and warm every model this worker serves. Raises ModelLoadError."""
+    names = settings.served_models()
+    if not names:
+        raise ModelLoadError(
+            "no model to serve: set HEADRACE_MODEL_ZOO (and HEADRACE_WORKER_MODELS)"
+        )
+    s3 = boto3_client(settings, "s3")
+    config = EngineConfig(
+        device=settings.device,
+        compute_type=settings.compute_type,
+        inter_threads=settings.inter_threads,
+        intra_threads=settings.intra_threads,
+    )
+    runners: dict[str, ModelRunner] = {}
+    for name in names:
+        location = settings.model_zoo.get(name)
+        if location is None:
+            raise ModelLoadError(f"model {name!r} is not in the model zoo")
+        model_dir = fetch_model(location, Path(settings.model_cache_dir), s3)
+        engine = Engine(model_dir, config)
+        codec = TextCodec.from_file(
+            model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
+        )
+        runner = ModelRunner(
+            name,
+            engine,
+            codec,
+            max_batch_size=settings.max_batch_size,
+            max_batch_wait=settings.max_batch_wait_ms / 1000,
+        )
+        runner.warm_up()
+        runners[name] = runner
+        logger.info("model ready", extra={"model": name})
+    return runners
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    runners = await asyncio.to_thread(load_runners, settings)
+    worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    session = aioboto3.Session()
+    async with AsyncExitStack() as stack:
+        sqs = await stack.enter_async_context(session.client("sqs", **client_kwargs(settings)))
+        dynamodb = await stack.enter_async_context(
+            session.client("dynamodb", **client_kwargs(settings))
+        )
+        queue_url = (await sqs.get_queue_url(QueueName=settings.queue_name))["QueueUrl"]
+        consumer = QueueConsumer(
+            settings,
+            sqs=sqs,
+            dynamodb=dynamodb,
+            queue_url=queue_url,
+            runners=runners,
+            worker_id=worker_id,
+        )
+        try:
+            await consumer.run(stop)
+        finally:
+            for runner in runners.values():
+                runner.engine.close()
+
+
+def main(settings: Settings | None = None) -> int:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(run())
+    except ModelLoadError as e:
+        logger.error("worker not started: %s", e.detail)
+        return 2
+    except HeadraceError as e:
+        logger.error("worker failed: %s", e.detail)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

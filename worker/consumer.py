@@ -1,0 +1,383 @@
+"""The queue side of the worker: receive, claim, decode, finish, delete; heartbeat and presence.
+
+SQS is at-least-once, so every job moves only through conditional writes (headrace.jobstore):
+a duplicate delivery of a finished job is deleted, one leased by a live worker is left for
+later, and a result is stored only by the worker that holds the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from headrace import jobstore
+from headrace.aws import translate_client_error
+from headrace.contracts import CompletionOutput, JobError, JobMessage
+from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
+from headrace.jobstore import JobRecord
+from headrace.logs import request_context
+from headrace.settings import Settings
+from worker.scheduler import DecodeFailed, ModelRunner
+
+logger = logging.getLogger("headrace.worker")
+
+T = TypeVar("T")
+
+
+@dataclass
+class HeldMessage:
+    receipt_handle: str
+    request_id: str
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sqs: Any,
+        dynamodb: Any,
+        queue_url: str,
+        runners: dict[str, ModelRunner],
+        worker_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.sqs = sqs
+        self.dynamodb = dynamodb
+        self.queue_url = queue_url
+        self.runners = runners
+        self.worker_id = worker_id
+        self.clock = clock
+        # Hold no more than the engines can start soon, so other workers are not starved.
+        self.capacity = sum(r.replicas * r.max_batch_size for r in runners.values())
+        self._held: dict[str, HeldMessage] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        background = [
+            asyncio.create_task(runner.serve(), name=f"runner-{name}")
+            for name, runner in self.runners.items()
+        ]
+        background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        background.append(asyncio.create_task(self._announce_presence(), name="presence"))
+        receiving = asyncio.create_task(self._receive_loop(), name="receive")
+        logger.info("worker ready", extra={"worker_id": self.worker_id, "capacity": self.capacity})
+        try:
+            await stop.wait()
+        finally:
+            logger.info("worker stopping", extra={"in_flight": len(self._tasks)})
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._release_all()
+            await self._withdraw_presence()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            logger.info("worker stopped")
+
+    async def _receive_loop(self) -> None:
+        while True:
+            free = self.capacity - len(self._tasks)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                response = await self._aws(
+                    self.sqs.receive_message,
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=min(10, free),
+                    WaitTimeSeconds=self.settings.receive_wait_seconds,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+            except (TransientError, Throttled) as e:
+                logger.warning("receive failed, backing off: %s", e.detail)
+                await asyncio.sleep(1.0)
+                continue
+            for message in response.get("Messages", []):
+                task = asyncio.create_task(self._handle(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("message handler crashed", exc_info=task.exception())
+
+    # ---- one message ----------------------------------------------------------------------
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        receipt = message["ReceiptHandle"]
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        try:
+            job = JobMessage.model_validate_json(message["Body"])
+        except ValidationError as e:
+            # Let it come back at once: after the queue's maximum receives, SQS moves it to
+            # the dead-letter queue, where someone can look at it.
+            logger.error(
+                "malformed job message",
+                extra={
+                    "message_id": message.get("MessageId"),
+                    "receive_count": receive_count,
+                    "reason": str(e.errors(include_url=False)[0]),
+                },
+            )
+            await self._set_visibility(receipt, 0)
+            return
+        with request_context(job.request_id):
+            await self._run_job(job, receipt, receive_count)
+
+    async def _run_job(self, job: JobMessage, receipt: str, receive_count: int) -> None:
+        runner = self.runners.get(job.model)
+        if runner is None:
+            logger.warning("model not served by this worker", extra={"model": job.model})
+            await self._set_visibility(receipt, 5)
+            return
+        record = await self._claim(job, receipt)
+        if record is None:
+            return
+        self._held[receipt] = HeldMessage(receipt, job.request_id)
+        logger.info(
+            "decoding",
+            extra={"attempt": record.attempts, "model": job.model, "receive_count": receive_count},
+        )
+        started = self.clock()
+        try:
+            output = await runner.complete(job.request_id, job.request)
+        except DecodeFailed as e:
+            self._held.pop(receipt, None)
+            await self._fail_or_retry(job, receipt, receive_count, e.detail)
+            return
+        # On cancellation (shutdown) the message stays held: run() releases it.
+        self._held.pop(receipt, None)
+        await self._succeed(job, receipt, output, self.clock() - started)
+
+    async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
+        now = self.clock()
+        try:
+            response = await self._aws(
+                self.dynamodb.update_item,
+                **jobstore.claim_job(
+                    self.settings.table_name,
+                    request_id=job.request_id,
+                    owner=job.owner,
+                    model=job.model,
+                    request=job.request,
+                    worker_id=self.worker_id,
+                    now=now,
+                    lease_seconds=self.settings.visibility_timeout_seconds,
+                    ttl_seconds=self.settings.job_ttl_seconds,
+                ),
+            )
+            return JobRecord.from_item(response["Attributes"])
+        except ConditionFailed:
+            pass
+        found = await self._aws(
+            self.dynamodb.get_item, **jobstore.get_job(self.settings.table_name, job.request_id)
+        )
+        record = JobRecord.from_item(found["Item"]) if "Item" in found else None
+        if record is not None and record.status.is_final:
+            logger.info("duplicate delivery of a finished job; deleting the message")
+            await self._delete(receipt)
+        elif record is not None and record.lease_expires_at:
+            # Leased by a live worker: come back just after that lease would lapse.
+            wait = max(1, int(record.lease_expires_at - self.clock()) + 1)
+            logger.info(
+                "job is leased by another worker", extra={"lease_owner": record.lease_owner}
+            )
+            await self._set_visibility(receipt, min(wait, 43_200))
+        else:
+            await self._set_visibility(receipt, 0)
+        return None
+
+    async def _succeed(
+        self, job: JobMessage, receipt: str, output: CompletionOutput, seconds: float
+    ) -> None:
+        try:
+            await self._aws(
+                self.dynamodb.update_item,
+                **jobstore.finish_job(
+                    self.settings.table_name,
+                    request_id=job.request_id,
+                    worker_id=self.worker_id,
+                    now=self.clock(),
+                    output=output.to_wire(),
+                ),
+            )
+        except ConditionFailed:
+            # Our lease lapsed and another worker owns the job now: its result stands.
+            logger.warning("lease lost before the result was stored; discarding this result")
+            return
+        await self._delete(receipt)
+        logger.info(
+            "job succeeded",
+            extra={
+                "completion_tokens": output.num_completion_tokens,
+                "prompt_tokens": output.num_prompt_tokens,
+                "decode_seconds": round(seconds, 4),
+            },
+        )
+
+    async def _fail_or_retry(
+        self, job: JobMessage, receipt: str, receive_count: int, reason: str
+    ) -> None:
+        table = self.settings.table_name
+        if receive_count >= self.settings.max_receive_count:
+            logger.error("job failed for good", extra={"receive_count": receive_count})
+            with contextlib.suppress(ConditionFailed):
+                await self._aws(
+                    self.dynamodb.update_item,
+                    **jobstore.finish_job(
+                        table,
+                        request_id=job.request_id,
+                        worker_id=self.worker_id,
+                        now=self.clock(),
+                        error=JobError(
+                            message=f"failed after {receive_count} attempts: {reason}",
+                            type="decode_failed",
+                        ),
+                    ),
+                )
+            # The message itself goes on to the dead-letter queue by redrive.
+            await self._set_visibility(receipt, 0)
+            return
+        logger.warning("job failed, releasing it for another attempt: %s", reason)
+        with contextlib.suppress(ConditionFailed):
+            await self._aws(
+                self.dynamodb.update_item,
+                **jobstore.release_job(
+                    table, request_id=job.request_id, worker_id=self.worker_id, now=self.clock()
+                ),
+            )
+        await self._set_visibility(receipt, 0)
+
+    # ---- keeping leases and presence alive --------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        visibility = self.settings.visibility_timeout_seconds
+        while True:
+            await asyncio.sleep(max(0.5, visibility / 3))
+            for held in list(self._held.values()):
+                with request_context(held.request_id):
+                    try:
+                        await self._aws(
+                            self.sqs.change_message_visibility,
+                            QueueUrl=self.queue_url,
+                            ReceiptHandle=held.receipt_handle,
+                            VisibilityTimeout=visibility,
+                        )
+                        await self._aws(
+                            self.dynamodb.update_item,
+                            **jobstore.extend_lease(
+                                self.settings.table_name,
+                                request_id=held.request_id,
+                                worker_id=self.worker_id,
+                                until=self.clock() + visibility,
+                            ),
+                        )
+                    except HeadraceError as e:
+                        logger.warning("could not extend the lease: %s", e.detail)
+
+    async def _announce_presence(self) -> None:
+        ttl = self.settings.presence_ttl_seconds
+        while True:
+            for name in self.runners:
+                try:
+                    await self._aws(
+                        self.dynamodb.put_item,
+                        **jobstore.put_presence(
+                            self.settings.table_name,
+                            model=name,
+                            worker_id=self.worker_id,
+                            until=self.clock() + ttl,
+                        ),
+                    )
+                except (TransientError, Throttled) as e:
+                    logger.warning("could not announce presence: %s", e.detail)
+            await asyncio.sleep(max(1.0, ttl / 3))
+
+    async def _withdraw_presence(self) -> None:
+        for name in self.runners:
+            with contextlib.suppress(TransientError, Throttled):
+                await self._aws(
+                    self.dynamodb.put_item,
+                    **jobstore.put_presence(
+                        self.settings.table_name,
+                        model=name,
+                        worker_id=self.worker_id,
+                        until=self.clock(),
+                    ),
+                )
+
+    async def _release_all(self) -> None:
+        """Hand back what shutdown interrupted: job to QUEUED, message visible at once."""
+        for held in list(self._held.values()):
+            with request_context(held.request_id):
+                logger.info("releasing job at shutdown")
+                with contextlib.suppress(ConditionFailed, TransientError, Throttled):
+                    await self._aws(
+                        self.dynamodb.update_item,
+                        **jobstore.release_job(
+                            self.settings.table_name,
+                            request_id=held.request_id,
+                            worker_id=self.worker_id,
+                            now=self.clock(),
+                        ),
+                    )
+                await self._set_visibility(held.receipt_handle, 0)
+        self._held.clear()
+
+    # ---- AWS calls --------------------------------------------------------------------------
+
+    async def _delete(self, receipt: str) -> None:
+        try:
+            await self._aws(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except HeadraceError as e:
+            # The message comes back later and is deleted then, as a duplicate of a final job.
+            logger.warning("could not delete the message: %s", e.detail)
+
+    async def _set_visibility(self, receipt: str, seconds: int) -> None:
+        try:
+            await self._aws(
+                self.sqs.change_message_visibility,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=receipt,
+                VisibilityTimeout=seconds,
+            )
+        except HeadraceError as e:
+            logger.warning("could not change message visibility: %s", e.detail)
+
+    async def _aws(self, operation: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+        """Call AWS, translating errors; retry only the transient kind."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((TransientError, Throttled)),
+            stop=stop_after_attempt(4),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return await operation(**kwargs)
+                except ClientError as e:
+                    raise translate_client_error(e) from e
+        raise AssertionError("unreachable")

@@ -1,0 +1,159 @@
+"""Per-request decode state: tokens in, text out, stop sequences, limits, log probs.
+
+Pure Python over `tokenizers`; runs inside the engine callback, so nothing here may block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+
+from headrace.contracts import CompletionOutput, CompletionRequest, TokenOutput
+from headrace.errors import ModelLoadError
+from worker.engine import SamplingParams, Step
+
+
+def sampling_params(request: CompletionRequest) -> SamplingParams:
+    """LLM Engine semantics: temperature 0 is greedy; top_k -1 or None means no top-k cut."""
+    if request.temperature == 0:
+        return SamplingParams(top_k=1, top_p=1.0, temperature=1.0)
+    top_k = request.top_k if request.top_k and request.top_k > 0 else 0
+    return SamplingParams(top_k=top_k, top_p=request.top_p or 1.0, temperature=request.temperature)
+
+
+class TextCodec:
+    """A model's tokenizer, with the model's idea of its begin and end tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, *, bos_token: str | None, eos_token: str) -> None:
+        self.tokenizer = tokenizer
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        eos_id = tokenizer.token_to_id(eos_token)
+        if eos_id is None:
+            raise ModelLoadError(f"end token {eos_token!r} is not in the tokenizer's vocabulary")
+        self.eos_id: int = eos_id
+
+    @classmethod
+    def from_file(cls, path: Path, *, bos_token: str | None, eos_token: str) -> TextCodec:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise ModelLoadError(f"cannot load tokenizer {path}: {e}") from e
+        return cls(tokenizer, bos_token=bos_token, eos_token=eos_token)
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        tokens: list[str] = self.tokenizer.encode(prompt, add_special_tokens=True).tokens
+        # Start from the begin token when the tokenizer does not add one itself: it is how the
+        # model saw documents start, and it keeps every prompt at least two tokens long, which
+        # CTranslate2 needs to forward the prompt in one pass.
+        if self.bos_token and (not tokens or tokens[0] != self.bos_token):
+            tokens.insert(0, self.bos_token)
+        return tokens
+
+
+@dataclass
+class ItemDecoder:
+    """Turns one request's generated token ids into text, honouring its limits and stops.
+
+    `text[:safe_len]` can be shown to a streaming client: the rest might still turn out to be
+    the start of a stop sequence.
+    """
+
+    codec: TextCodec
+    request: CompletionRequest
+    num_prompt_tokens: int
+    text: str = ""
+    safe_len: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    tokens: list[TokenOutput] = field(default_factory=list)
+    finished: bool = False
+    stopped_by_sequence: bool = False
+    _stream: DecodeStream = field(init=False)
+    _stops: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stream = DecodeStream(
+            skip_special_tokens=self.request.skip_special_tokens is not False
+        )
+        self._stops = list(self.request.stop_sequences or [])
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def on_step(self, step: Step) -> bool:
+        """Feed one generated token; True means this item must stop now."""
+        if self.finished:
+            return True
+        if step.token_id == self.codec.eos_id:
+            self._finish()
+            return True
+        self.token_ids.append(step.token_id)
+        if self.request.return_token_log_probs:
+            self.tokens.append(
+                TokenOutput(
+                    token=self.codec.tokenizer.decode([step.token_id], skip_special_tokens=False),
+                    log_prob=step.log_prob if step.log_prob is not None else 0.0,
+                )
+            )
+        previous_len = len(self.text)
+        self.text += self._stream.step(self.codec.tokenizer, step.token_id) or ""
+        if self._stops and self._cut_at_stop(previous_len):
+            return True
+        if step.is_last or self.num_completion_tokens >= self.request.max_new_tokens:
+            self._finish()
+            return True
+        self.safe_len = len(self.text) - self._possible_stop_prefix()
+        return False
+
+    def _cut_at_stop(self, previous_len: int) -> bool:
+        longest = max(len(s) for s in self._stops)
+        scan_from = max(0, previous_len - longest + 1)
+        hits = [
+            (index, stop)
+            for stop in self._stops
+            if (index := self.text.find(stop, scan_from)) != -1
+        ]
+        if not hits:
+            return False
+        index, stop = min(hits)
+        keep = index + (len(stop) if self.request.include_stop_str_in_output else 0)
+        self.text = self.text[:keep]
+        self.stopped_by_sequence = True
+        self.finished = True
+        self.safe_len = len(self.text)
+        return True
+
+    def _possible_stop_prefix(self) -> int:
+        """Length of the longest tail of `text` that is a proper prefix of a stop sequence."""
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(self.text)), best, -1):
+                if self.text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+    def _finish(self) -> None:
+        # The stream holds back bytes of an unfinished character; the full decode shows them
+        # (as U+FFFD), so the stored text is what decoding all tokens at once gives.
+        full = self.codec.tokenizer.decode(
+            self.token_ids, skip_special_tokens=self.request.skip_special_tokens is not False
+        )
+        if full.startswith(self.text):
+            self.text = full
+        self.finished = True
+        self.safe_len = len(self.text)
+
+    def finish(self) -> CompletionOutput:
+        if not self.finished:
+            self._finish()
+        return CompletionOutput(
+            text=self.text,
+            num_prompt_tokens=self.num_prompt_tokens,
+            num_completion_tokens=self.num_completion_tokens,
+            tokens=self.tokens if self.request.return_token_log_probs else None,
+        )
