@@ -107,10 +107,15 @@ def _run_dev(args: argparse.Namespace) -> int:
         nonlocal stop_requested
         stop_requested = True
 
-    signal.signal(signal.SIGTERM, request_stop)
+    # Explicit handlers: a shell may start us with SIGINT ignored (background jobs), and
+    # Ctrl-C, a closed terminal and SIGTERM must all stop the stack in order.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     try:
         print("Starting Headrace locally…", file=sys.stderr, flush=True)
         stack.start(workers=args.workers)
+        if stop_requested:
+            return 0
         state_path = stack.write_state()
         _print_banner(stack, time.monotonic() - started, str(state_path))
         while not stop_requested:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -380,4 +380,6 @@ class QueueConsumer:
                     return await operation(**kwargs)
                 except ClientError as e:
                     raise translate_client_error(e) from e
+                except BotoCoreError as e:  # connection refused, timeouts: worth a retry
+                    raise TransientError(str(e)) from e
         raise AssertionError("unreachable")

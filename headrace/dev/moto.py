@@ -162,7 +162,7 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
     child_env = {**os.environ, **(env or {})}
-    preexec = _parent_death_signal() if die_with_parent else None
+    preexec = parent_death_signal() if die_with_parent else None
     if log_file is None:
         return subprocess.Popen(
             command,
@@ -171,6 +171,8 @@ def _spawn(
             stderr=subprocess.DEVNULL,
             env=child_env,
             preexec_fn=preexec,  # only calls prctl
+            # Its own process group: Ctrl-C reaches the stack, which stops its parts in order.
+            process_group=0,
         )
     path = Path(log_file)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,10 +184,12 @@ def _spawn(
             stderr=subprocess.STDOUT,
             env=child_env,
             preexec_fn=preexec,  # only calls prctl
+            # Its own process group: Ctrl-C reaches the stack, which stops its parts in order.
+            process_group=0,
         )
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when its parent thread dies."""
     if not sys.platform.startswith("linux"):
         return None

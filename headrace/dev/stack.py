@@ -26,8 +26,8 @@ from headrace import devmodel, jobstore
 from headrace.dev.moto import (
     MOTO_CREDENTIALS,
     MOTO_ENV,
-    _parent_death_signal,
     free_port,
+    parent_death_signal,
     start_moto_server,
     stop_process,
 )
@@ -219,7 +219,10 @@ class LocalStack:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
-                preexec_fn=_parent_death_signal(),  # children die with the stack
+                preexec_fn=parent_death_signal(),  # children die with the stack
+                # Own process group: Ctrl-C reaches only `headrace dev`, which stops workers
+                # first (they release their jobs), then the gateway, then the AWS endpoint.
+                process_group=0,
             )
         finally:
             if output is not None:
