@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
     gateway.set_defaults(run=_run_gateway)
+
+    from headrace import cli_client
+
+    cli_client.register(commands)
     return parser
 
 

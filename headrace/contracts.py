@@ -153,3 +153,56 @@ class ModelEndpoint(BaseModel):
     status: Literal["READY", "NO_WORKER"]
     served: bool
     artifact: str
+
+
+# ---- Streaming (WebSocket events; also the LLM Engine SSE event shape) -----------------------
+
+
+class StreamOutput(BaseModel):
+    text: str  # the delta since the previous event
+    finished: bool
+    num_prompt_tokens: int | None = None
+    num_completion_tokens: int | None = None
+    token: TokenOutput | None = None
+
+
+class StreamErrorContent(BaseModel):
+    error: str
+    timestamp: str
+
+
+class StreamError(BaseModel):
+    status_code: int
+    content: StreamErrorContent
+
+
+class StreamEvent(BaseModel):
+    """One event of a job's stream. `seq` numbers a job's events from 0 without gaps, so a
+    client can resume with `subscribe` from the first seq it has not seen."""
+
+    request_id: str | None
+    seq: int | None = None
+    output: StreamOutput | None = None
+    error: StreamError | None = None
+
+    @property
+    def is_last(self) -> bool:
+        return self.error is not None or (self.output is not None and self.output.finished)
+
+
+class WebSocketAck(BaseModel):
+    """Answer to a `complete` or `subscribe` frame; stream events for request_id follow."""
+
+    type: Literal["accepted"] = "accepted"
+    action: Literal["complete", "subscribe"]
+    request_id: str
+    status: JobStatus
+    from_seq: int = 0
+
+
+class SubscribeFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["subscribe"]
+    request_id: str = Field(min_length=1, max_length=64)
+    from_seq: int = Field(default=0, ge=0)
