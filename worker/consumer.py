@@ -21,12 +21,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from headrace import jobstore
 from headrace.aws import translate_client_error
-from headrace.contracts import CompletionOutput, JobError, JobMessage
+from headrace.contracts import JobError, JobMessage
 from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
 from headrace.jobstore import JobRecord
 from headrace.logs import request_context
 from headrace.settings import Settings
-from worker.scheduler import DecodeFailed, ModelRunner
+from worker.scheduler import Decoded, DecodeFailed, ModelRunner
 
 logger = logging.getLogger("headrace.worker")
 
@@ -161,16 +161,16 @@ class QueueConsumer:
             "decoding",
             extra={"attempt": record.attempts, "model": job.model, "receive_count": receive_count},
         )
-        started = self.clock()
+        received_at = self.clock()
         try:
-            output = await runner.complete(job.request_id, job.request)
+            decoded = await runner.complete(job.request_id, job.request)
         except DecodeFailed as e:
             self._held.pop(receipt, None)
             await self._fail_or_retry(job, receipt, receive_count, e.detail)
             return
         # On cancellation (shutdown) the message stays held: run() releases it.
         self._held.pop(receipt, None)
-        await self._succeed(job, receipt, output, self.clock() - started)
+        await self._succeed(job, receipt, decoded, received_at)
 
     async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
         now = self.clock()
@@ -211,8 +211,9 @@ class QueueConsumer:
         return None
 
     async def _succeed(
-        self, job: JobMessage, receipt: str, output: CompletionOutput, seconds: float
+        self, job: JobMessage, receipt: str, decoded: Decoded, received_at: float
     ) -> None:
+        output = decoded.output
         try:
             await self._aws(
                 self.dynamodb.update_item,
@@ -229,12 +230,16 @@ class QueueConsumer:
             logger.warning("lease lost before the result was stored; discarding this result")
             return
         await self._delete(receipt)
+        finished_at = self.clock()
+        first = decoded.first_token_at
         logger.info(
             "job succeeded",
             extra={
                 "completion_tokens": output.num_completion_tokens,
                 "prompt_tokens": output.num_prompt_tokens,
-                "decode_seconds": round(seconds, 4),
+                "submit_to_first_token_ms": _ms(first - job.submitted_at) if first else None,
+                "receive_to_first_token_ms": _ms(first - received_at) if first else None,
+                "submit_to_done_ms": _ms(finished_at - job.submitted_at),
             },
         )
 
@@ -383,3 +388,7 @@ class QueueConsumer:
                 except BotoCoreError as e:  # connection refused, timeouts: worth a retry
                     raise TransientError(str(e)) from e
         raise AssertionError("unreachable")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

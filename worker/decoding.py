@@ -5,6 +5,7 @@ Pure Python over `tokenizers`; runs inside the engine callback, so nothing here 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class ItemDecoder:
     tokens: list[TokenOutput] = field(default_factory=list)
     finished: bool = False
     stopped_by_sequence: bool = False
+    first_token_at: float | None = None  # wall clock, comparable with the submit time
     _stream: DecodeStream = field(init=False)
     _stops: list[str] = field(init=False)
 
@@ -91,6 +93,8 @@ class ItemDecoder:
         if step.token_id == self.codec.eos_id:
             self._finish()
             return True
+        if self.first_token_at is None:
+            self.first_token_at = time.time()
         self.token_ids.append(step.token_id)
         if self.request.return_token_log_probs:
             self.tokens.append(

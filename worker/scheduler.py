@@ -27,11 +27,17 @@ class DecodeFailed(HeadraceError):
     """The engine failed on a batch (not the request's fault as far as we can tell)."""
 
 
+@dataclass(frozen=True)
+class Decoded:
+    output: CompletionOutput
+    first_token_at: float | None
+
+
 @dataclass
 class _Pending:
     request_id: str
     request: CompletionRequest
-    future: asyncio.Future[CompletionOutput]
+    future: asyncio.Future[Decoded]
     params: SamplingParams = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,8 +68,8 @@ class ModelRunner:
         self._executor = ThreadPoolExecutor(self.replicas, thread_name_prefix=f"decode-{name}")
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def complete(self, request_id: str, request: CompletionRequest) -> CompletionOutput:
-        future: asyncio.Future[CompletionOutput] = asyncio.get_running_loop().create_future()
+    async def complete(self, request_id: str, request: CompletionRequest) -> Decoded:
+        future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(request_id, request, future))
         self._arrived.set()
         return await future
@@ -178,4 +184,4 @@ class ModelRunner:
                     logger.error("decode failed: %r", failures[index])
                     pending.future.set_exception(DecodeFailed(f"decode error: {failures[index]}"))
                 else:
-                    pending.future.set_result(decoder.finish())
+                    pending.future.set_result(Decoded(decoder.finish(), decoder.first_token_at))
