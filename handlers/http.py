@@ -21,18 +21,18 @@ from headrace.settings import Settings
 
 logger = logging.getLogger("headrace.api")
 
-_camel = ConfigDict(alias_generator=AliasGenerator(validation_alias=to_camel), extra="ignore")
+camel_case = ConfigDict(alias_generator=AliasGenerator(validation_alias=to_camel), extra="ignore")
 
 
 class HttpDetails(BaseModel):
-    model_config = _camel
+    model_config = camel_case
     method: str
     path: str
     source_ip: str | None = None
 
 
 class HttpRequestContext(BaseModel):
-    model_config = _camel
+    model_config = camel_case
     request_id: str
     http: HttpDetails
 
@@ -40,7 +40,7 @@ class HttpRequestContext(BaseModel):
 class HttpApiEvent(BaseModel):
     """API Gateway HTTP API event, payload format 2.0."""
 
-    model_config = _camel
+    model_config = camel_case
     version: str = Field(pattern=r"^2\.0$")
     route_key: str
     raw_path: str
@@ -91,6 +91,9 @@ def services() -> ApiServices:
         settings=settings,
         dynamodb=boto3_client(settings, "dynamodb"),
         sqs=boto3_client(settings, "sqs"),
+        management_client_factory=lambda endpoint: boto3_client(
+            settings, "apigatewaymanagementapi", endpoint_url=endpoint
+        ),
     )
 
 

@@ -44,8 +44,11 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def boto3_client(settings: Settings, service: str) -> Any:
-    return boto3.session.Session().client(service, **client_kwargs(settings))  # type: ignore[call-overload]
+def boto3_client(settings: Settings, service: str, *, endpoint_url: str | None = None) -> Any:
+    kwargs = client_kwargs(settings)
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return boto3.session.Session().client(service, **kwargs)  # type: ignore[call-overload]
 
 
 def translate_client_error(error: ClientError) -> HeadraceError:

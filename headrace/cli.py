@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from headrace.logs import configure_logging
 
@@ -78,21 +79,31 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 def _run_gateway(args: argparse.Namespace) -> int:
     from headrace.dev.gateway import LocalGateway
+    from headrace.dev.websocket import LocalWebSocketApi
     from headrace.settings import Settings
+    from headrace.streaming import error_event
 
     configure_logging(Settings().log_level)
+
+    def oversize_reply(connection_id: str, request_id: str) -> dict[str, Any]:
+        # Headrace's clients read errors as stream error events, the gateway's own included.
+        event = error_event(None, 413, "frame: larger than the 128 KB WebSocket message limit")
+        return event.model_dump(mode="json")
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        gateway = LocalGateway.from_template()
+        websocket = LocalWebSocketApi.from_template(oversize_reply=oversize_reply)
+        websocket.resolve_all()
+        gateway = LocalGateway.from_template(extra_routes=websocket.route_defs())
         gateway.resolve_all()
         await gateway.start(args.host, args.port)
         try:
             await stop.wait()
         finally:
+            await websocket.close_all()
             await gateway.stop()
 
     asyncio.run(serve())

@@ -45,12 +45,22 @@ class ApiServices:
     sqs: Any
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    management_client_factory: Callable[[str], Any] | None = None
     _queue_url: str | None = None
     _known_keys: dict[str, float] = field(default_factory=dict)
+    _management_clients: dict[str, Any] = field(default_factory=dict)
+
+    def management_client(self, endpoint: str) -> Any:
+        """An apigatewaymanagementapi client for a WebSocket API endpoint, created once."""
+        client = self._management_clients.get(endpoint)
+        if client is None:
+            assert self.management_client_factory is not None
+            client = self._management_clients[endpoint] = self.management_client_factory(endpoint)
+        return client
 
     def queue_url(self) -> str:
         if self._queue_url is None:
-            found = _call(self.sqs.get_queue_url, {"QueueName": self.settings.queue_name})
+            found = call(self.sqs.get_queue_url, {"QueueName": self.settings.queue_name})
             self._queue_url = str(found["QueueUrl"])
         return self._queue_url
 
@@ -121,15 +131,24 @@ _transient = retry(
 
 
 def submit(
-    services: ApiServices, *, owner: str, request: CompletionRequest, model: str
+    services: ApiServices,
+    *,
+    owner: str,
+    request: CompletionRequest,
+    model: str,
+    before_enqueue: Callable[[str], None] | None = None,
 ) -> SubmitResponse:
-    """Record the job, then enqueue it. A job whose message never left is marked FAILED."""
+    """Record the job, then enqueue it. A job whose message never left is marked FAILED.
+
+    `before_enqueue(request_id)` runs between the two, e.g. to subscribe a connection before
+    any worker can start the job.
+    """
     check_limits(services.settings, request)
     settings = services.settings
     request_id = str(uuid.uuid4())
     now = services.clock()
     stored_request = request.model_copy(update={"model": model})
-    _call(
+    call(
         services.dynamodb.put_item,
         jobstore.put_new_job(
             settings.table_name,
@@ -141,11 +160,13 @@ def submit(
             ttl_seconds=settings.job_ttl_seconds,
         ),
     )
+    if before_enqueue is not None:
+        before_enqueue(request_id)
     message = JobMessage(
         request_id=request_id, owner=owner, model=model, request=stored_request, submitted_at=now
     )
     try:
-        _call(
+        call(
             services.sqs.send_message,
             {"QueueUrl": services.queue_url(), "MessageBody": message.model_dump_json()},
         )
@@ -159,7 +180,7 @@ def submit(
 def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) -> None:
     # ConditionFailed: a worker got to it after all (the send succeeded despite the error).
     with contextlib.suppress(ConditionFailed):
-        _call(
+        call(
             services.dynamodb.update_item,
             jobstore.fail_queued_job(
                 services.settings.table_name,
@@ -171,7 +192,7 @@ def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) ->
 
 
 @_transient
-def _call(operation: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def call(operation: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         return operation(**kwargs)
     except ClientError as e:
@@ -183,7 +204,7 @@ def get_job(services: ApiServices, *, owner: str, request_id: str) -> JobRecord:
         uuid.UUID(request_id)
     except ValueError:
         raise NotFound(f"request {request_id!r} not found") from None
-    found = _call(
+    found = call(
         services.dynamodb.get_item, jobstore.get_job(services.settings.table_name, request_id)
     )
     item = found.get("Item")
@@ -214,7 +235,7 @@ def model_endpoints(services: ApiServices) -> list[ModelEndpoint]:
     served: dict[str, float] = {}
     if names:
         table = services.settings.table_name
-        found = _call(services.dynamodb.batch_get_item, jobstore.get_presences(table, names))
+        found = call(services.dynamodb.batch_get_item, jobstore.get_presences(table, names))
         served = dict(jobstore.served_until(item) for item in found["Responses"].get(table, []))
     now = services.clock()
     return [

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     intra_threads: int = 0  # 0: chosen for the device
     receive_wait_seconds: int = 20
     shutdown_grace_seconds: float = 30.0
+    # Streaming: tokens are coalesced into one event per this interval (the first goes at once).
+    stream_flush_ms: int = 50
+    # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
+    websocket_management_url: str | None = None
 
     # --- Logging
     log_level: str = "INFO"

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from infra.template import TEMPLATE_PATH, http_routes, load_template, resources_of_type
+from infra.template import (
+    TEMPLATE_PATH,
+    http_routes,
+    load_template,
+    resources_of_type,
+    websocket_route_selection_expression,
+    websocket_routes,
+    websocket_stage,
+)
 
 EXPECTED_ROUTES = {
     ("POST", "/v1/llm/completions-async", "handlers.submit.handle_async"),
@@ -18,6 +26,16 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/llm/completions/{request_id}", "handlers.status.handler"),
     ("GET", "/v1/llm/model-endpoints", "handlers.model_endpoints.handler"),
 }
+
+# WebSocket route key -> the function serving it.
+WEBSOCKET_FUNCTIONS = {
+    "$connect": "ConnectFunction",
+    "$disconnect": "DisconnectFunction",
+    "complete": "CompleteFunction",
+    "subscribe": "SubscribeFunction",
+    "$default": "DefaultFunction",
+}
+TWO_WAY_ROUTES = {"complete", "subscribe", "$default"}
 
 EXPECTED_ENVIRONMENT = {
     "HEADRACE_TABLE_NAME": {"Ref": "JobsTable"},
@@ -73,13 +91,16 @@ def test_http_routes_map_to_handlers(template: dict[str, Any]) -> None:
 
 def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]) -> None:
     functions = resources_of_type(template, "AWS::Serverless::Function")
-    assert set(functions) == {
+    http_functions = {k: f for k, f in functions.items() if f["Properties"].get("Events")}
+    assert set(http_functions) == {
         "SubmitAsyncFunction",
         "SubmitSyncFunction",
         "GetCompletionFunction",
         "ModelEndpointsFunction",
     }
-    for function in functions.values():
+    # The others serve the WebSocket API (no SAM event source: plain ApiGatewayV2 resources).
+    assert set(functions) - set(http_functions) == set(WEBSOCKET_FUNCTIONS.values())
+    for function in http_functions.values():
         for event in function["Properties"]["Events"].values():
             assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
             assert event["Properties"]["PayloadFormatVersion"] == "2.0"
@@ -146,8 +167,143 @@ def test_functions_get_least_privilege(template: dict[str, Any]) -> None:
 def test_outputs(template: dict[str, Any]) -> None:
     assert {
         "HttpApiUrl",
+        "WebSocketUrl",
         "JobsQueueUrl",
         "JobsTableName",
         "ModelsBucketName",
         "JobsDeadLetterQueueUrl",
     } <= set(template["Outputs"])
+
+
+# --- WebSocket API ----------------------------------------------------------------------------
+
+
+def test_websocket_api_and_stage(template: dict[str, Any]) -> None:
+    api = template["Resources"]["WebSocketApi"]
+    assert api["Type"] == "AWS::ApiGatewayV2::Api"
+    assert api["Properties"]["ProtocolType"] == "WEBSOCKET"
+    assert websocket_route_selection_expression(template) == "$request.body.action"
+    stage = template["Resources"]["WebSocketStage"]["Properties"]
+    assert stage["ApiId"] == {"Ref": "WebSocketApi"}
+    assert stage["AutoDeploy"] is True
+    assert websocket_stage(template) == "ws"
+    url = template["Outputs"]["WebSocketUrl"]["Value"]["Fn::Sub"]
+    assert url.startswith("wss://${WebSocketApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/")
+
+
+def test_websocket_routes_map_to_handlers(template: dict[str, Any]) -> None:
+    routes = {r.route_key: r for r in websocket_routes(template)}
+    assert {k: r.function_logical_id for k, r in routes.items()} == WEBSOCKET_FUNCTIONS
+    for key, route in routes.items():
+        name = key.removeprefix("$")
+        assert route.handler == f"handlers.websocket.{name}"
+        assert route.two_way == (key in TWO_WAY_ROUTES), key
+        assert route.timeout_seconds == 30
+
+
+def test_websocket_routes_are_wired_like_api_gateway_needs(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    routes = resources_of_type(template, "AWS::ApiGatewayV2::Route")
+    assert {r["Properties"]["RouteKey"] for r in routes.values()} == set(WEBSOCKET_FUNCTIONS)
+    responses = resources_of_type(template, "AWS::ApiGatewayV2::RouteResponse")
+    permissions = resources_of_type(template, "AWS::Lambda::Permission")
+    for logical_id, route in routes.items():
+        props = route["Properties"]
+        key = props["RouteKey"]
+        function = WEBSOCKET_FUNCTIONS[key]
+        assert props["ApiId"] == {"Ref": "WebSocketApi"}
+        integration_id = props["Target"]["Fn::Sub"].removeprefix("integrations/${")[:-1]
+        integration = resources[integration_id]["Properties"]
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        assert integration["IntegrationUri"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/"
+            f"functions/${{{function}.Arn}}/invocations"
+        }
+        assert integration["TimeoutInMillis"] <= 29000
+        two_way = key in TWO_WAY_ROUTES
+        assert (props.get("RouteResponseSelectionExpression") == "$default") == two_way
+        route_responses = [
+            r["Properties"]
+            for r in responses.values()
+            if r["Properties"]["RouteId"] == {"Ref": logical_id}
+        ]
+        assert route_responses == (
+            [
+                {
+                    "ApiId": {"Ref": "WebSocketApi"},
+                    "RouteId": {"Ref": logical_id},
+                    "RouteResponseKey": "$default",
+                }
+            ]
+            if two_way
+            else []
+        )
+        (permission,) = [
+            p["Properties"]
+            for p in permissions.values()
+            if p["Properties"]["FunctionName"] == {"Ref": function}
+        ]
+        assert permission["Principal"] == "apigateway.amazonaws.com"
+        assert permission["Action"] == "lambda:InvokeFunction"
+        assert permission["SourceArn"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+            f"${{WebSocketApi}}/*/{key}"
+        }
+
+
+MANAGE_CONNECTIONS = (
+    "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+    "${WebSocketApi}/${WebSocketStage}/%s/@connections/*"
+)
+
+
+def _statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for p in function["Properties"].get("Policies", []) for s in p["Statement"]]
+
+
+def test_websocket_functions_get_least_privilege(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    table = ["dynamodb:GetItem", "dynamodb:PutItem"]
+    expected = {
+        "ConnectFunction": set(table),
+        "DisconnectFunction": {"dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"},
+        "CompleteFunction": {
+            *table,
+            "dynamodb:UpdateItem",
+            "sqs:GetQueueUrl",
+            "sqs:SendMessage",
+            "execute-api:ManageConnections",
+        },
+        "SubscribeFunction": {
+            *table,
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "execute-api:ManageConnections",
+        },
+        "DefaultFunction": set(),
+    }
+    for name, actions in expected.items():
+        assert _policy_actions(resources[name]) == actions, name
+        for statement in _statements(resources[name]):
+            if statement["Action"] == "execute-api:ManageConnections":
+                assert statement["Resource"] == {"Fn::Sub": MANAGE_CONNECTIONS % "POST"}
+            elif str(statement["Action"]).startswith("dynamodb") or "dynamodb:" in str(
+                statement["Action"]
+            ):
+                assert statement["Resource"] == {"Fn::GetAtt": ["JobsTable", "Arn"]}
+
+
+def test_worker_may_manage_connections_of_this_api_only(template: dict[str, Any]) -> None:
+    role = template["Resources"]["WorkerTaskRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    (manage,) = [s for s in statements if s["Action"] == "execute-api:ManageConnections"]
+    assert manage["Resource"] == [
+        {"Fn::Sub": MANAGE_CONNECTIONS % method} for method in ("POST", "GET", "DELETE")
+    ]
+    table_actions = {
+        action
+        for s in statements
+        if s["Resource"] == {"Fn::GetAtt": ["JobsTable", "Arn"]}
+        for action in s["Action"]
+    }
+    assert {"dynamodb:Query", "dynamodb:DeleteItem"} <= table_actions

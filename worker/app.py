@@ -19,6 +19,7 @@ from headrace.errors import HeadraceError, ModelLoadError
 from headrace.logs import configure_logging
 from headrace.settings import Settings
 from worker.artifacts import fetch_model
+from worker.connections import ConnectionPoster
 from worker.consumer import QueueConsumer
 from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig
@@ -74,6 +75,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             session.client("dynamodb", **client_kwargs(settings))
         )
         queue_url = (await sqs.get_queue_url(QueueName=settings.queue_name))["QueueUrl"]
+        post = ConnectionPoster(session, settings, stack)
         consumer = QueueConsumer(
             settings,
             sqs=sqs,
@@ -81,6 +83,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             queue_url=queue_url,
             runners=runners,
             worker_id=worker_id,
+            post=post,
         )
         try:
             await consumer.run(stop)

@@ -19,14 +19,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from headrace import jobstore
+from headrace import jobstore, streams
 from headrace.aws import translate_client_error
 from headrace.contracts import JobError, JobMessage
 from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
 from headrace.jobstore import JobRecord
 from headrace.logs import request_context
 from headrace.settings import Settings
-from worker.scheduler import Decoded, DecodeFailed, ModelRunner
+from worker.publisher import Post, StreamPublisher, StreamSettings
+from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
 
 logger = logging.getLogger("headrace.worker")
 
@@ -49,6 +50,7 @@ class QueueConsumer:
         queue_url: str,
         runners: dict[str, ModelRunner],
         worker_id: str,
+        post: Post,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -57,6 +59,7 @@ class QueueConsumer:
         self.queue_url = queue_url
         self.runners = runners
         self.worker_id = worker_id
+        self.post = post
         self.clock = clock
         # Hold no more than the engines can start soon, so other workers are not starved.
         self.capacity = sum(r.replicas * r.max_batch_size for r in runners.values())
@@ -157,20 +160,71 @@ class QueueConsumer:
         if record is None:
             return
         self._held[receipt] = HeldMessage(receipt, job.request_id)
+        publisher, resume = await self._open_stream(job, record)
         logger.info(
             "decoding",
-            extra={"attempt": record.attempts, "model": job.model, "receive_count": receive_count},
+            extra={
+                "attempt": record.attempts,
+                "model": job.model,
+                "receive_count": receive_count,
+                "resumed_tokens": len(resume.token_ids) if resume else 0,
+            },
         )
         received_at = self.clock()
+        watch = Watch(ProgressSignal(asyncio.get_running_loop()))
+        following = asyncio.create_task(publisher.follow(watch))
         try:
-            decoded = await runner.complete(job.request_id, job.request)
+            decoded = await runner.complete(job.request_id, job.request, watch=watch, resume=resume)
+            try:
+                await following  # the last event is stored and posted before the job is final
+            except HeadraceError as e:
+                logger.warning("streaming failed; the result is stored all the same: %s", e.detail)
         except DecodeFailed as e:
+            following.cancel()
             self._held.pop(receipt, None)
+            if receive_count >= self.settings.max_receive_count:
+                await publisher.fail(e.detail)
             await self._fail_or_retry(job, receipt, receive_count, e.detail)
             return
-        # On cancellation (shutdown) the message stays held: run() releases it.
+        except BaseException:
+            following.cancel()
+            raise  # shutdown: the message stays held and run() releases it
         self._held.pop(receipt, None)
         await self._succeed(job, receipt, decoded, received_at)
+        await publisher.sweep()
+
+    async def _open_stream(
+        self, job: JobMessage, record: JobRecord
+    ) -> tuple[StreamPublisher, Resume | None]:
+        kwargs: dict[str, Any] = {
+            "request_id": job.request_id,
+            "attacher": f"{self.worker_id}#{record.attempts}",
+            "settings": StreamSettings(
+                table=self.settings.table_name,
+                flush_interval=self.settings.stream_flush_ms / 1000,
+                expires_at=int(self.clock()) + self.settings.job_ttl_seconds,
+            ),
+            "aws": self._aws,
+            "dynamodb": self.dynamodb,
+            "post": self.post,
+        }
+        if record.attempts <= 1:
+            return StreamPublisher(**kwargs), None
+        # A retry continues the stream an earlier attempt began, so clients see one text.
+        answer = await self._aws(
+            self.dynamodb.query, **streams.query_chunks(self.settings.table_name, job.request_id)
+        )
+        chunks = [streams.StoredChunk.from_item(item) for item in answer.get("Items", [])]
+        chunks = [c for c in chunks if c.event.error is None]
+        if not chunks:
+            return StreamPublisher(**kwargs), None
+        resume = Resume(
+            token_ids=[i for c in chunks for i in c.token_ids],
+            tokens=[
+                c.event.output.token for c in chunks if c.event.output and c.event.output.token
+            ],
+        )
+        return StreamPublisher.resumed(chunks, **kwargs), resume
 
     async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
         now = self.clock()

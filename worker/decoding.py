@@ -45,6 +45,12 @@ class TextCodec:
             raise ModelLoadError(f"cannot load tokenizer {path}: {e}") from e
         return cls(tokenizer, bos_token=bos_token, eos_token=eos_token)
 
+    def token(self, token_id: int) -> str:
+        token: str | None = self.tokenizer.id_to_token(token_id)
+        if token is None:
+            raise ValueError(f"token id {token_id} is not in the vocabulary")
+        return token
+
     def prompt_tokens(self, prompt: str) -> list[str]:
         tokens: list[str] = self.tokenizer.encode(prompt, add_special_tokens=True).tokens
         # Start from the begin token when the tokenizer does not add one itself: it is how the
@@ -73,6 +79,11 @@ class ItemDecoder:
     finished: bool = False
     stopped_by_sequence: bool = False
     first_token_at: float | None = None  # wall clock, comparable with the submit time
+    # What a stream may show, published as one tuple so another thread reads a consistent
+    # view: (visible text, tokens generated, finished).
+    snapshot: tuple[str, int, bool] = ("", 0, False)
+    # safe_len after each generated token: the text each token made visible.
+    visible_after: list[int] = field(default_factory=list)
     _stream: DecodeStream = field(init=False)
     _stops: list[str] = field(init=False)
 
@@ -95,20 +106,35 @@ class ItemDecoder:
             return True
         if self.first_token_at is None:
             self.first_token_at = time.time()
-        self.token_ids.append(step.token_id)
+        stop = self._add(step.token_id, step.log_prob)
+        if not stop and (step.is_last or self.num_completion_tokens >= self.request.max_new_tokens):
+            self._finish()
+            stop = True
+        self.visible_after.append(self.safe_len)
+        self.snapshot = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
+        return stop
+
+    def resume(self, token_ids: list[int], tokens: list[TokenOutput]) -> None:
+        """Replay the tokens an earlier attempt generated (and streamed) before continuing."""
+        for token_id in token_ids:
+            self._add(token_id, None)
+            self.visible_after.append(self.safe_len)
+        if self.request.return_token_log_probs:
+            self.tokens = list(tokens)
+        self.snapshot = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
+
+    def _add(self, token_id: int, log_prob: float | None) -> bool:
+        self.token_ids.append(token_id)
         if self.request.return_token_log_probs:
             self.tokens.append(
                 TokenOutput(
-                    token=self.codec.tokenizer.decode([step.token_id], skip_special_tokens=False),
-                    log_prob=step.log_prob if step.log_prob is not None else 0.0,
+                    token=self.codec.tokenizer.decode([token_id], skip_special_tokens=False),
+                    log_prob=log_prob if log_prob is not None else 0.0,
                 )
             )
         previous_len = len(self.text)
-        self.text += self._stream.step(self.codec.tokenizer, step.token_id) or ""
+        self.text += self._stream.step(self.codec.tokenizer, token_id) or ""
         if self._stops and self._cut_at_stop(previous_len):
-            return True
-        if step.is_last or self.num_completion_tokens >= self.request.max_new_tokens:
-            self._finish()
             return True
         self.safe_len = len(self.text) - self._possible_stop_prefix()
         return False
@@ -129,6 +155,7 @@ class ItemDecoder:
         self.stopped_by_sequence = True
         self.finished = True
         self.safe_len = len(self.text)
+        self.snapshot = (self.text, self.num_completion_tokens, True)
         return True
 
     def _possible_stop_prefix(self) -> int:
@@ -151,6 +178,7 @@ class ItemDecoder:
             self.text = full
         self.finished = True
         self.safe_len = len(self.text)
+        self.snapshot = (self.text, self.num_completion_tokens, True)
 
     def finish(self) -> CompletionOutput:
         if not self.finished:

@@ -14,7 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from headrace.contracts import CompletionOutput, CompletionRequest
+from headrace.contracts import CompletionOutput, CompletionRequest, TokenOutput
 from headrace.errors import HeadraceError
 from headrace.logs import request_context
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
@@ -33,11 +33,54 @@ class Decoded:
     first_token_at: float | None
 
 
+class ProgressSignal:
+    """Wakes a coroutine when a decoder made progress, at most once per wait.
+
+    `notify` runs on a CTranslate2 thread once per token; it crosses into the event loop only
+    when the waiter is armed, so a fast decode costs one loop wake-up per flush, not per token.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._armed = True
+
+    def notify(self) -> None:
+        if self._armed:
+            self._armed = False
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event.clear()
+        # Re-armed before the waiter reads the decoder, so no progress goes unnoticed.
+        self._armed = True
+
+
+@dataclass
+class Watch:
+    """Lets the caller of `complete` follow the job's decoder while it runs."""
+
+    signal: ProgressSignal
+    decoder: ItemDecoder | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What an earlier attempt generated and streamed: decoding continues after it."""
+
+    token_ids: list[int]
+    tokens: list[TokenOutput]
+
+
 @dataclass
 class _Pending:
     request_id: str
     request: CompletionRequest
     future: asyncio.Future[Decoded]
+    watch: Watch | None = None
+    resume: Resume | None = None
     params: SamplingParams = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,9 +111,16 @@ class ModelRunner:
         self._executor = ThreadPoolExecutor(self.replicas, thread_name_prefix=f"decode-{name}")
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def complete(self, request_id: str, request: CompletionRequest) -> Decoded:
+    async def complete(
+        self,
+        request_id: str,
+        request: CompletionRequest,
+        *,
+        watch: Watch | None = None,
+        resume: Resume | None = None,
+    ) -> Decoded:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(request_id, request, future))
+        self._pending.append(_Pending(request_id, request, future, watch, resume))
         self._arrived.set()
         return await future
 
@@ -134,18 +184,33 @@ class ModelRunner:
             self._free_replicas.release()
 
     async def _decode(self, batch: list[_Pending]) -> None:
-        prompts = [self.codec.prompt_tokens(p.request.prompt) for p in batch]
-        decoders = [
-            ItemDecoder(self.codec, p.request, len(tokens))
-            for p, tokens in zip(batch, prompts, strict=True)
-        ]
+        prompts: list[list[str]] = []
+        decoders: list[ItemDecoder] = []
+        remaining: list[int] = []
+        for pending in batch:
+            prompt = self.codec.prompt_tokens(pending.request.prompt)
+            decoder = ItemDecoder(self.codec, pending.request, len(prompt))
+            if pending.resume is not None:
+                decoder.resume(pending.resume.token_ids, pending.resume.tokens)
+                prompt += [self.codec.token(i) for i in pending.resume.token_ids]
+            prompts.append(prompt)
+            decoders.append(decoder)
+            remaining.append(max(1, pending.request.max_new_tokens - decoder.num_completion_tokens))
+            if pending.watch is not None:
+                pending.watch.decoder = decoder
+                pending.watch.started.set()
+        signals = [p.watch.signal if p.watch else None for p in batch]
         failures: dict[int, Exception] = {}
 
         def on_step(step: Step) -> bool:
             # Runs on a CTranslate2 thread. An exception here would abort the whole batch,
             # so a failing item is stopped and failed alone.
             try:
-                return decoders[step.index].on_step(step)
+                stop = decoders[step.index].on_step(step)
+                signal = signals[step.index]
+                if signal is not None:
+                    signal.notify()
+                return stop
             except Exception as e:
                 failures[step.index] = e
                 return True
@@ -165,7 +230,7 @@ class ModelRunner:
                 lambda: self.engine.generate(
                     prompts,
                     params=batch[0].params,
-                    max_new_tokens=max(p.request.max_new_tokens for p in batch),
+                    max_new_tokens=max(remaining),
                     return_log_probs=any(p.request.return_token_log_probs for p in batch),
                     on_step=on_step,
                 ),
@@ -185,3 +250,5 @@ class ModelRunner:
                     pending.future.set_exception(DecodeFailed(f"decode error: {failures[index]}"))
                 else:
                     pending.future.set_result(Decoded(decoder.finish(), decoder.first_token_at))
+                if pending.watch is not None:
+                    pending.watch.signal.notify()  # the final snapshot, if the engine ended it

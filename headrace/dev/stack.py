@@ -163,6 +163,7 @@ class LocalStack:
             "HEADRACE_MODEL_ZOO": json.dumps(self.model_zoo),
             "HEADRACE_DEFAULT_MODEL": DEV_MODEL_NAME,
             "HEADRACE_MODEL_CACHE_DIR": str(self.home / "model-cache"),
+            "HEADRACE_WEBSOCKET_MANAGEMENT_URL": self.base_url + "/ws" if self.base_url else "",
             **self.options.settings_env,
             **(extra or {}),
         }
@@ -230,10 +231,15 @@ class LocalStack:
 
     # ---- what a second terminal reads -------------------------------------------------------
 
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1) + "/ws"
+
     def write_state(self) -> Path:
         path = self.home / STATE_FILE_NAME
         state = {
             "base_url": self.base_url,
+            "ws_url": self.ws_url,
             "api_key": self.api_key,
             "default_model": DEV_MODEL_NAME,
             "aws_endpoint_url": self.aws_endpoint_url,

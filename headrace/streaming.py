@@ -1,0 +1,201 @@
+"""WebSocket service functions: connect, complete, subscribe (with replay), disconnect."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from headrace import completions, streams
+from headrace.aws import translate_client_error
+from headrace.completions import ApiServices, call
+from headrace.contracts import (
+    CompletionRequest,
+    JobStatus,
+    StreamError,
+    StreamErrorContent,
+    StreamEvent,
+    StreamOutput,
+    WebSocketAck,
+)
+from headrace.errors import ConditionFailed, HeadraceError, Unauthorized
+from headrace.jobstore import JobRecord
+from headrace.streams import Connection
+
+logger = logging.getLogger("headrace.api")
+
+KNOWN_ACTIONS = ("complete", "subscribe")
+
+
+def management_endpoint(services: ApiServices, domain_name: str, stage: str) -> str:
+    return services.settings.websocket_management_url or f"https://{domain_name}/{stage}"
+
+
+def connect(
+    services: ApiServices, *, connection_id: str, api_key: str | None, endpoint: str
+) -> None:
+    owner = completions.authenticate(services, api_key)
+    call(
+        services.dynamodb.put_item,
+        streams.put_connection(
+            services.settings.table_name,
+            connection_id=connection_id,
+            owner=owner,
+            endpoint=endpoint,
+            now=services.clock(),
+        ),
+    )
+
+
+def connection(services: ApiServices, connection_id: str) -> Connection:
+    found = call(
+        services.dynamodb.get_item,
+        {
+            "TableName": services.settings.table_name,
+            "Key": streams.connection_key(connection_id),
+            "ConsistentRead": True,
+        },
+    )
+    if "Item" not in found:
+        raise Unauthorized("this connection is not authenticated; reconnect with an API key")
+    return Connection.from_item(found["Item"])
+
+
+def disconnect(services: ApiServices, *, connection_id: str) -> None:
+    """Forget the connection and every subscription it had."""
+    table = services.settings.table_name
+    answer = call(services.dynamodb.query, streams.query_connection_items(table, connection_id))
+    for item in answer.get("Items", []):
+        sk = item["sk"]["S"]
+        if sk.startswith("sub#"):
+            call(
+                services.dynamodb.transact_write_items,
+                streams.delete_subscription(
+                    table, request_id=sk.removeprefix("sub#"), connection_id=connection_id
+                ),
+            )
+    call(
+        services.dynamodb.delete_item,
+        {"TableName": table, "Key": streams.connection_key(connection_id)},
+    )
+
+
+def _add_subscription(
+    services: ApiServices, conn: Connection, request_id: str, from_seq: int
+) -> None:
+    forward, reverse = streams.subscription_items(
+        request_id=request_id,
+        connection_id=conn.connection_id,
+        endpoint=conn.endpoint,
+        from_seq=from_seq,
+        now=services.clock(),
+    )
+    table = services.settings.table_name
+    call(
+        services.dynamodb.transact_write_items,
+        {"TransactItems": [{"Put": {"TableName": table, "Item": i}} for i in (forward, reverse)]},
+    )
+
+
+def complete(services: ApiServices, conn: Connection, request: CompletionRequest) -> WebSocketAck:
+    """Submit a job and subscribe this connection to it before any worker can start it."""
+    model = completions.resolve_model(services, request, None)
+    submitted = completions.submit(
+        services,
+        owner=conn.owner,
+        request=request,
+        model=model,
+        before_enqueue=lambda request_id: _add_subscription(services, conn, request_id, 0),
+    )
+    return WebSocketAck(action="complete", request_id=submitted.request_id, status=submitted.status)
+
+
+def subscribe(
+    services: ApiServices, conn: Connection, *, request_id: str, from_seq: int
+) -> WebSocketAck:
+    """Follow a job of the same key from `from_seq`: replay what is stored, then live."""
+    record = completions.get_job(services, owner=conn.owner, request_id=request_id)
+    _add_subscription(services, conn, request_id, from_seq)
+    # Read again after subscribing: if the job is final now, its worker may have looked for
+    # subscribers before ours existed, so this handler replays (at most one side attaches).
+    record = completions.get_job(services, owner=conn.owner, request_id=request_id)
+    if record.status.is_final:
+        _replay_finished(services, conn, record, from_seq)
+    return WebSocketAck(
+        action="subscribe", request_id=request_id, status=record.status, from_seq=from_seq
+    )
+
+
+def _replay_finished(
+    services: ApiServices, conn: Connection, record: JobRecord, from_seq: int
+) -> None:
+    table = services.settings.table_name
+    try:
+        call(
+            services.dynamodb.update_item,
+            streams.attach_subscription(
+                table,
+                request_id=record.request_id,
+                connection_id=conn.connection_id,
+                attacher=streams.HANDLER_ATTACHMENT,
+            ),
+        )
+    except ConditionFailed:
+        return  # the worker delivers (or delivered) to this subscription
+    answer = call(
+        services.dynamodb.query, streams.query_chunks(table, record.request_id, from_seq=from_seq)
+    )
+    events = [streams.StoredChunk.from_item(i).event for i in answer.get("Items", [])]
+    if not events and from_seq == 0:
+        events = [_event_without_stream(record)]
+    for event in events:
+        post_event(services, conn, event)
+
+
+def _event_without_stream(record: JobRecord) -> StreamEvent:
+    """A final job that never streamed (it failed before decoding, or was cancelled)."""
+    if record.status is JobStatus.SUCCEEDED and record.output is not None:
+        return StreamEvent(
+            request_id=record.request_id,
+            seq=0,
+            output=StreamOutput(
+                text=record.output["text"],
+                finished=True,
+                num_prompt_tokens=record.output.get("num_prompt_tokens"),
+                num_completion_tokens=record.output["num_completion_tokens"],
+            ),
+        )
+    message = record.error.message if record.error else f"job {record.status.value}"
+    return error_event(record.request_id, 500, message)
+
+
+def error_event(request_id: str | None, status_code: int, message: str) -> StreamEvent:
+    return StreamEvent(
+        request_id=request_id,
+        error=StreamError(
+            status_code=status_code,
+            content=StreamErrorContent(
+                error=message, timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            ),
+        ),
+    )
+
+
+def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> bool:
+    """Send one event to a connection; False if it is gone (then its subscriptions go too)."""
+    client = services.management_client(conn.endpoint)
+    try:
+        client.post_to_connection(
+            ConnectionId=conn.connection_id, Data=event.model_dump_json().encode()
+        )
+    except client.exceptions.GoneException:
+        with contextlib.suppress(HeadraceError):
+            disconnect(services, connection_id=conn.connection_id)
+        return False
+    except ClientError as e:
+        raise translate_client_error(e) from e
+    except BotoCoreError as e:
+        logger.warning("could not post to the connection: %s", e)
+    return True

@@ -1,0 +1,216 @@
+"""DynamoDB layout of streams: numbered chunks, connections, and who follows which job.
+
+Items (same table as the jobs, keys `pk`/`sk`):
+- `job#<id>` / `chunk#<seq>`: one stream event (JSON) and the token ids it covers, so a retried
+  job can continue the stream where the last attempt stopped.
+- `job#<id>` / `sub#<connection_id>`: a WebSocket connection following the job from `from_seq`;
+  `attached_by` says who delivers to it (a worker while the job runs, a handler replaying a
+  finished job). Attaching is a conditional write, so exactly one of them replays the past.
+- `conn#<connection_id>` / `conn`: the connection's owner and management endpoint.
+- `conn#<connection_id>` / `sub#<request_id>`: the reverse of a subscription, for $disconnect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from headrace.contracts import StreamEvent
+from headrace.jobstore import Item, job_key
+
+_SEQ_WIDTH = 9
+HANDLER_ATTACHMENT = "handler"
+_TWO_HOURS = 2 * 3600
+
+
+def chunk_sk(seq: int) -> str:
+    return f"chunk#{seq:0{_SEQ_WIDTH}d}"
+
+
+def put_chunk(
+    table: str,
+    *,
+    request_id: str,
+    event: StreamEvent,
+    token_ids: list[int],
+    expires_at: int,
+) -> dict[str, Any]:
+    assert event.seq is not None
+    return {
+        "TableName": table,
+        "Item": {
+            "pk": job_key(request_id)["pk"],
+            "sk": {"S": chunk_sk(event.seq)},
+            "seq": {"N": str(event.seq)},
+            "event": {"S": event.model_dump_json()},
+            "token_ids": {"S": ",".join(map(str, token_ids))},
+            "expires_at": {"N": str(expires_at)},
+        },
+    }
+
+
+def query_chunks(table: str, request_id: str, *, from_seq: int = 0) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+        "ExpressionAttributeValues": {
+            ":pk": job_key(request_id)["pk"],
+            ":first": {"S": chunk_sk(from_seq)},
+            ":last": {"S": chunk_sk(10**_SEQ_WIDTH - 1)},
+        },
+        "ConsistentRead": True,
+    }
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    event: StreamEvent
+    token_ids: list[int]
+
+    @classmethod
+    def from_item(cls, item: Item) -> StoredChunk:
+        ids = item.get("token_ids", {"S": ""})["S"]
+        return cls(
+            event=StreamEvent.model_validate_json(item["event"]["S"]),
+            token_ids=[int(i) for i in ids.split(",") if i],
+        )
+
+
+# ---- connections and subscriptions ---------------------------------------------------------
+
+
+def connection_key(connection_id: str) -> Item:
+    return {"pk": {"S": f"conn#{connection_id}"}, "sk": {"S": "conn"}}
+
+
+def put_connection(
+    table: str, *, connection_id: str, owner: str, endpoint: str, now: float
+) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "Item": {
+            **connection_key(connection_id),
+            "owner": {"S": owner},
+            "endpoint": {"S": endpoint},
+            "connected_at": {"N": repr(now)},
+            "expires_at": {"N": str(int(now) + _TWO_HOURS + 600)},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    owner: str
+    endpoint: str
+
+    @classmethod
+    def from_item(cls, item: Item) -> Connection:
+        return cls(
+            connection_id=item["pk"]["S"].removeprefix("conn#"),
+            owner=item["owner"]["S"],
+            endpoint=item["endpoint"]["S"],
+        )
+
+
+def subscription_items(
+    *, request_id: str, connection_id: str, endpoint: str, from_seq: int, now: float
+) -> tuple[Item, Item]:
+    """The subscription, and its reverse entry under the connection."""
+    expires = {"N": str(int(now) + _TWO_HOURS + 600)}
+    forward: Item = {
+        "pk": job_key(request_id)["pk"],
+        "sk": {"S": f"sub#{connection_id}"},
+        "connection_id": {"S": connection_id},
+        "endpoint": {"S": endpoint},
+        "from_seq": {"N": str(from_seq)},
+        "expires_at": expires,
+    }
+    reverse: Item = {
+        "pk": {"S": f"conn#{connection_id}"},
+        "sk": {"S": f"sub#{request_id}"},
+        "expires_at": expires,
+    }
+    return forward, reverse
+
+
+def query_subscriptions(table: str, request_id: str) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :sub)",
+        "ExpressionAttributeValues": {":pk": job_key(request_id)["pk"], ":sub": {"S": "sub#"}},
+        "ConsistentRead": True,
+    }
+
+
+def query_connection_items(table: str, connection_id: str) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": f"conn#{connection_id}"}},
+        "ConsistentRead": True,
+    }
+
+
+@dataclass(frozen=True)
+class Subscription:
+    request_id: str
+    connection_id: str
+    endpoint: str
+    from_seq: int
+    attached_by: str | None
+
+    @classmethod
+    def from_item(cls, item: Item) -> Subscription:
+        return cls(
+            request_id=item["pk"]["S"].removeprefix("job#"),
+            connection_id=item["connection_id"]["S"],
+            endpoint=item["endpoint"]["S"],
+            from_seq=int(item["from_seq"]["N"]),
+            attached_by=item["attached_by"]["S"] if "attached_by" in item else None,
+        )
+
+
+def attach_subscription(
+    table: str, *, request_id: str, connection_id: str, attacher: str
+) -> dict[str, Any]:
+    """Become the one who delivers to this subscription.
+
+    A worker may take over from a worker of an earlier attempt (it resends from `from_seq`;
+    clients drop seqs they have seen). Nobody takes over from a handler's replay, and a handler
+    never takes over from a worker: a worker delivers the last event before the job is final.
+    """
+    condition = "attribute_exists(pk) AND (attribute_not_exists(attached_by)"
+    if attacher != HANDLER_ATTACHMENT:
+        condition += " OR (attached_by <> :handler AND attached_by <> :me)"
+    condition += ")"
+    values: dict[str, Any] = {":me": {"S": attacher}}
+    if attacher != HANDLER_ATTACHMENT:
+        values[":handler"] = {"S": HANDLER_ATTACHMENT}
+    return {
+        "TableName": table,
+        "Key": {"pk": job_key(request_id)["pk"], "sk": {"S": f"sub#{connection_id}"}},
+        "UpdateExpression": "SET attached_by = :me",
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def delete_subscription(table: str, *, request_id: str, connection_id: str) -> dict[str, Any]:
+    """Both halves of a subscription, for a transact_write_items or two deletes."""
+    return {
+        "TransactItems": [
+            {
+                "Delete": {
+                    "TableName": table,
+                    "Key": {"pk": job_key(request_id)["pk"], "sk": {"S": f"sub#{connection_id}"}},
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": table,
+                    "Key": {"pk": {"S": f"conn#{connection_id}"}, "sk": {"S": f"sub#{request_id}"}},
+                }
+            },
+        ]
+    }

@@ -1,0 +1,281 @@
+"""A job's stream: decoder progress -> numbered events -> DynamoDB chunks -> WebSocket posts.
+
+Tokens are coalesced (by time and size) into events with increasing `seq`. Every event is
+stored before it is posted, so a client that reconnects can `subscribe` from any seq and
+replay what it missed. A connection that answers 410 Gone is dropped; decoding goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headrace import streams
+from headrace.contracts import (
+    StreamError,
+    StreamErrorContent,
+    StreamEvent,
+    StreamOutput,
+    TokenOutput,
+)
+from headrace.errors import ConditionFailed, HeadraceError
+from worker.decoding import ItemDecoder
+from worker.scheduler import Watch
+
+logger = logging.getLogger("headrace.stream")
+
+# WebSocket messages are limited to 128 KB. A delta of 16,384 characters stays under 64 KB of
+# JSON even when every character takes 4 bytes.
+MAX_DELTA_CHARS = 16_384
+_BATCH_WRITE_LIMIT = 25
+
+AwsCall = Callable[..., Awaitable[Any]]
+Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
+
+
+@dataclass
+class StreamSettings:
+    table: str
+    flush_interval: float = 0.05
+    subscriber_refresh_interval: float = 0.2
+    expires_at: int = 0
+
+
+@dataclass
+class _Follower:
+    subscription: streams.Subscription
+    next_index: int  # index into events of the next event to send
+
+
+@dataclass
+class StreamPublisher:
+    request_id: str
+    attacher: str  # who delivers: this worker and attempt
+    settings: StreamSettings
+    aws: AwsCall  # worker's retrying AWS call wrapper: aws(operation, **kwargs)
+    dynamodb: Any
+    post: Post
+    events: list[StreamEvent] = field(default_factory=list)
+    # From a resumed attempt: what earlier events already showed.
+    text_sent: int = 0
+    tokens_sent: int = 0
+    _followers: dict[str, _Follower] = field(default_factory=dict)
+    _refreshed_at: float = 0.0
+    _finished: bool = False
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.events)
+
+    @classmethod
+    def resumed(cls, chunks: list[streams.StoredChunk], **kwargs: Any) -> StreamPublisher:
+        publisher = cls(**kwargs)
+        publisher.events = [c.event for c in chunks]
+        for chunk in chunks:
+            if chunk.event.output is not None:
+                publisher.text_sent += len(chunk.event.output.text)
+        publisher.tokens_sent = sum(len(c.token_ids) for c in chunks)
+        return publisher
+
+    # ---- following the decoder --------------------------------------------------------------
+
+    async def follow(self, watch: Watch) -> None:
+        """Publish the decoder's progress until it finishes (run as a task; cancel to stop)."""
+        await watch.started.wait()
+        decoder = watch.decoder
+        assert decoder is not None
+        while not self._finished:
+            await watch.signal.wait()
+            # The first event goes out at once (time to first token); later ones coalesce.
+            if self.events and not decoder.snapshot[2]:
+                await asyncio.sleep(self.settings.flush_interval)
+            await self.publish(decoder)
+
+    async def publish(self, decoder: ItemDecoder) -> None:
+        if self._finished:
+            return
+        text, num_tokens, finished = decoder.snapshot
+        new = self._events_for(decoder, text, num_tokens, finished)
+        if new:
+            await self._store(new, decoder)
+        await self._deliver(force_refresh=finished)
+        self._finished = finished
+
+    def _events_for(
+        self, decoder: ItemDecoder, text: str, num_tokens: int, finished: bool
+    ) -> list[tuple[StreamEvent, list[int]]]:
+        new: list[tuple[StreamEvent, list[int]]] = []
+        if decoder.request.return_token_log_probs:
+            # One event per token, each carrying its log prob (LLM Engine's stream shape).
+            for index in range(self.tokens_sent, num_tokens):
+                end = (
+                    len(text)
+                    if finished and index == num_tokens - 1
+                    else decoder.visible_after[index]
+                )
+                delta = text[self.text_sent : max(self.text_sent, end)]
+                token = decoder.tokens[index] if index < len(decoder.tokens) else None
+                last = finished and index == num_tokens - 1
+                new.append(
+                    self._event(delta, index + 1, last, decoder, token, [decoder.token_ids[index]])
+                )
+                self.text_sent += len(delta)
+            self.tokens_sent = num_tokens
+            if finished and not new:
+                new.append(self._event(text[self.text_sent :], num_tokens, True, decoder, None, []))
+                self.text_sent = len(text)
+            return new
+        delta = text[self.text_sent :]
+        ids = decoder.token_ids[self.tokens_sent : num_tokens]
+        if not delta and not finished and not ids:
+            return new
+        pieces = [delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)]
+        pieces = pieces or [""]
+        for i, piece in enumerate(pieces):
+            last_piece = i == len(pieces) - 1
+            new.append(
+                self._event(
+                    piece,
+                    num_tokens,
+                    finished and last_piece,
+                    decoder,
+                    None,
+                    ids if last_piece else [],
+                )
+            )
+        self.text_sent = len(text)
+        self.tokens_sent = num_tokens
+        return new
+
+    def _event(
+        self,
+        delta: str,
+        num_tokens: int,
+        finished: bool,
+        decoder: ItemDecoder,
+        token: TokenOutput | None,
+        token_ids: list[int],
+    ) -> tuple[StreamEvent, list[int]]:
+        return (
+            StreamEvent(
+                request_id=self.request_id,
+                output=StreamOutput(
+                    text=delta,
+                    finished=finished,
+                    num_prompt_tokens=decoder.num_prompt_tokens if finished else None,
+                    num_completion_tokens=num_tokens,
+                    token=token,
+                ),
+            ),
+            token_ids,
+        )
+
+    async def fail(self, message: str, status_code: int = 500) -> None:
+        """End the stream with one error event (a failure after streaming began)."""
+        if self._finished:
+            return
+        error = StreamError(
+            status_code=status_code,
+            content=StreamErrorContent(
+                error=message, timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            ),
+        )
+        await self._store([(StreamEvent(request_id=self.request_id, error=error), [])], None)
+        await self._deliver(force_refresh=True)
+        self._finished = True
+
+    # ---- storing ----------------------------------------------------------------------------
+
+    async def _store(
+        self, new: list[tuple[StreamEvent, list[int]]], decoder: ItemDecoder | None
+    ) -> None:
+        requests = []
+        for event, token_ids in new:
+            event.seq = self.next_seq
+            self.events.append(event)
+            item = streams.put_chunk(
+                self.settings.table,
+                request_id=self.request_id,
+                event=event,
+                token_ids=token_ids,
+                expires_at=self.settings.expires_at,
+            )["Item"]
+            requests.append({"PutRequest": {"Item": item}})
+        for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
+            pending = {self.settings.table: requests[start : start + _BATCH_WRITE_LIMIT]}
+            for _ in range(5):
+                answer = await self.aws(self.dynamodb.batch_write_item, RequestItems=pending)
+                pending = answer.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise HeadraceError("could not store stream chunks")
+
+    # ---- delivering -------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """After the job is final: deliver to anyone who subscribed in the last moment."""
+        await self._deliver(force_refresh=True)
+
+    async def _deliver(self, *, force_refresh: bool) -> None:
+        now = time.monotonic()
+        if force_refresh or now - self._refreshed_at >= self.settings.subscriber_refresh_interval:
+            self._refreshed_at = now
+            await self._attach_new()
+        for connection_id, follower in list(self._followers.items()):
+            await self._send(connection_id, follower)
+
+    async def _attach_new(self) -> None:
+        answer = await self.aws(
+            self.dynamodb.query, **streams.query_subscriptions(self.settings.table, self.request_id)
+        )
+        for item in answer.get("Items", []):
+            subscription = streams.Subscription.from_item(item)
+            if subscription.connection_id in self._followers:
+                continue
+            try:
+                await self.aws(
+                    self.dynamodb.update_item,
+                    **streams.attach_subscription(
+                        self.settings.table,
+                        request_id=self.request_id,
+                        connection_id=subscription.connection_id,
+                        attacher=self.attacher,
+                    ),
+                )
+            except ConditionFailed:
+                continue  # a handler is replaying to it, or it just went away
+            self._followers[subscription.connection_id] = _Follower(
+                subscription, next_index=min(subscription.from_seq, len(self.events))
+            )
+
+    async def _send(self, connection_id: str, follower: _Follower) -> None:
+        endpoint = follower.subscription.endpoint
+        while follower.next_index < len(self.events):
+            event = self.events[follower.next_index]
+            data = event.model_dump_json().encode()
+            if not await self.post(endpoint, connection_id, data):
+                await self._drop(connection_id)
+                return
+            follower.next_index += 1
+
+    async def _drop(self, connection_id: str) -> None:
+        self._followers.pop(connection_id, None)
+        logger.info(
+            "connection gone; no longer streaming to it", extra={"connection": connection_id}
+        )
+        try:
+            await self.aws(
+                self.dynamodb.transact_write_items,
+                **streams.delete_subscription(
+                    self.settings.table, request_id=self.request_id, connection_id=connection_id
+                ),
+            )
+        except HeadraceError as e:
+            logger.warning("could not delete the subscription: %s", e.detail)
