@@ -7,7 +7,7 @@ import binascii
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
@@ -61,18 +61,25 @@ class HttpApiEvent(BaseModel):
         return (self.query_string_parameters or {}).get(name)
 
     def api_key(self) -> str | None:
-        """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both)."""
-        key = self.headers.get("x-api-key")
-        if key:
-            return key
-        scheme, _, credentials = self.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic" or not credentials:
-            return None
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[0] or None
+        return api_key_from_headers(self.headers)
+
+
+def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
+
+    `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them).
+    """
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
 
 
 def json_response(status: int, body: Any, request_id: str | None = None) -> dict[str, Any]:

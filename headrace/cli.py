@@ -78,6 +78,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
+    from headrace.dev import sse
     from headrace.dev.gateway import LocalGateway
     from headrace.dev.websocket import LocalWebSocketApi
     from headrace.settings import Settings
@@ -97,7 +98,9 @@ def _run_gateway(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         websocket = LocalWebSocketApi.from_template(oversize_reply=oversize_reply)
         websocket.resolve_all()
-        gateway = LocalGateway.from_template(extra_routes=websocket.route_defs())
+        gateway = LocalGateway.from_template(
+            extra_routes=[*websocket.route_defs(), *sse.route_defs()]
+        )
         gateway.resolve_all()
         await gateway.start(args.host, args.port)
         try:

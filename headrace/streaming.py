@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -199,3 +201,48 @@ def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> b
     except BotoCoreError as e:
         logger.warning("could not post to the connection: %s", e)
     return True
+
+
+async def follow_stored(
+    services: ApiServices,
+    *,
+    owner: str,
+    request_id: str,
+    from_seq: int = 0,
+    poll_seconds: float = 0.03,
+    timeout_seconds: float = 900.0,
+) -> AsyncIterator[StreamEvent]:
+    """A job's stream as stored by its worker, from `from_seq` until the last event.
+
+    Polls the stored chunks: this is what serves clients that cannot hold a WebSocket (SSE).
+    """
+    table = services.settings.table_name
+    deadline = services.clock() + timeout_seconds
+    next_seq = from_seq
+    checked_job_at = services.clock()
+    while True:
+        answer = await asyncio.to_thread(
+            call,
+            services.dynamodb.query,
+            streams.query_chunks(table, request_id, from_seq=next_seq),
+        )
+        for item in answer.get("Items", []):
+            event = streams.StoredChunk.from_item(item).event
+            next_seq += 1
+            yield event
+            if event.is_last:
+                return
+        now = services.clock()
+        if now > deadline:
+            yield error_event(request_id, 504, "stream timed out; subscribe again to resume")
+            return
+        if now - checked_job_at > 1.0:
+            # A job can end without streaming (it failed before decoding).
+            checked_job_at = now
+            record = await asyncio.to_thread(
+                completions.get_job, services, owner=owner, request_id=request_id
+            )
+            if record.status.is_final and next_seq == 0:
+                yield _event_without_stream(record)
+                return
+        await asyncio.sleep(poll_seconds)
