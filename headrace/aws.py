@@ -8,7 +8,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from headrace.errors import ConditionFailed, HeadraceError, NotFound, Throttled, TransientError
+from headrace.errors import (
+    ConditionFailed,
+    Gone,
+    HeadraceError,
+    NotFound,
+    Throttled,
+    TransientError,
+)
 from headrace.settings import Settings
 
 _THROTTLING_CODES = frozenset(
@@ -61,6 +68,8 @@ def translate_client_error(error: ClientError) -> HeadraceError:
         return Throttled(message)
     if code in _MISSING_CODES:
         return NotFound(message)
+    if code == "GoneException":
+        return Gone(message)
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
     if status >= 500:
         return TransientError(f"{code}: {message}")

@@ -25,6 +25,12 @@ class NotFound(HeadraceError):
     status_code = 404
 
 
+class Gone(HeadraceError):
+    """The other end is gone for good (a closed WebSocket connection answers 410)."""
+
+    status_code = 410
+
+
 class Conflict(HeadraceError):
     status_code = 409
 

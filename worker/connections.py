@@ -6,12 +6,10 @@ import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-from headrace.aws import client_kwargs, translate_client_error
-from headrace.errors import HeadraceError, Throttled, TransientError
+from headrace.aws import client_kwargs
+from headrace.errors import Gone, HeadraceError
 from headrace.settings import Settings
+from worker.aws_calls import call_aws
 
 logger = logging.getLogger("headrace.stream")
 
@@ -38,21 +36,9 @@ class ConnectionPoster:
     async def __call__(self, endpoint: str, connection_id: str, data: bytes) -> bool:
         client = await self._client(endpoint)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((Throttled, TransientError)),
-                stop=stop_after_attempt(4),
-                wait=wait_exponential(multiplier=0.05, max=1.0),
-                reraise=True,
-            ):
-                with attempt:
-                    try:
-                        await client.post_to_connection(ConnectionId=connection_id, Data=data)
-                    except client.exceptions.GoneException:
-                        return False
-                    except ClientError as e:
-                        raise translate_client_error(e) from e
-                    except BotoCoreError as e:
-                        raise TransientError(str(e)) from e
+            await call_aws(client.post_to_connection, ConnectionId=connection_id, Data=data)
+        except Gone:
+            return False
         except HeadraceError as e:
             # Not gone, but not deliverable now: the event stays stored for a resubscribe.
             logger.warning("could not post to a connection: %s", e.detail)

@@ -15,17 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from headrace import jobstore, streams
-from headrace.aws import translate_client_error
 from headrace.contracts import JobError, JobMessage
 from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
 from headrace.jobstore import JobRecord
 from headrace.logs import request_context
 from headrace.settings import Settings
+from worker.aws_calls import call_aws
 from worker.publisher import Post, StreamPublisher, StreamSettings
 from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
 
@@ -427,21 +425,7 @@ class QueueConsumer:
             logger.warning("could not change message visibility: %s", e.detail)
 
     async def _aws(self, operation: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
-        """Call AWS, translating errors; retry only the transient kind."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((TransientError, Throttled)),
-            stop=stop_after_attempt(4),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    return await operation(**kwargs)
-                except ClientError as e:
-                    raise translate_client_error(e) from e
-                except BotoCoreError as e:  # connection refused, timeouts: worth a retry
-                    raise TransientError(str(e)) from e
-        raise AssertionError("unreachable")
+        return await call_aws(operation, **kwargs)
 
 
 def _ms(seconds: float) -> float:
