@@ -78,9 +78,12 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
     from headrace.dev import sse
     from headrace.dev.gateway import LocalGateway
     from headrace.dev.websocket import LocalWebSocketApi
+    from headrace.openapi import openapi_document
     from headrace.settings import Settings
     from headrace.streaming import error_event
 
@@ -98,8 +101,16 @@ def _run_gateway(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         websocket = LocalWebSocketApi.from_template(oversize_reply=oversize_reply)
         websocket.resolve_all()
+
+        async def openapi(request: web.Request) -> web.Response:
+            return web.json_response(openapi_document())
+
         gateway = LocalGateway.from_template(
-            extra_routes=[*websocket.route_defs(), *sse.route_defs()]
+            extra_routes=[
+                *websocket.route_defs(),
+                *sse.route_defs(),
+                web.get("/openapi.json", openapi),
+            ]
         )
         gateway.resolve_all()
         await gateway.start(args.host, args.port)

@@ -1,0 +1,216 @@
+"""The HTTP API as an OpenAPI 3.1 document, generated from the wire models.
+
+    python -m headrace.openapi > openapi.json    # regenerate the committed copy
+
+`openapi_document()` is what the local gateway serves at /openapi.json. The WebSocket API
+(`complete` / `subscribe` frames, stream events) is not an OpenAPI thing; see the README.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from headrace import __version__
+from headrace.client.responses import CompletionSyncResponse
+from headrace.contracts import (
+    CompletionRequest,
+    JobView,
+    ModelEndpoint,
+    StreamEvent,
+    SubmitResponse,
+)
+
+
+class ErrorResponse(BaseModel):
+    """Every error Headrace answers itself. (API Gateway's own errors are {"message": ...}.)"""
+
+    detail: str = Field(description="What went wrong; a bad field's detail starts with its name")
+    request_id: str | None = Field(
+        default=None, description="Set when a job was created (a FAILED sync completion)"
+    )
+
+
+class ModelEndpointsResponse(BaseModel):
+    model_endpoints: list[ModelEndpoint]
+    default_model: str
+
+
+_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (CompletionRequest, "validation"),
+    (SubmitResponse, "serialization"),
+    (CompletionSyncResponse, "serialization"),
+    (JobView, "serialization"),
+    (ModelEndpointsResponse, "serialization"),
+    (ErrorResponse, "serialization"),
+    (StreamEvent, "serialization"),
+]
+
+# Served by the local gateway beside the template's routes (headrace.dev.sse); on AWS a
+# buffered Lambda cannot stream, so there the WebSocket API streams instead.
+STREAM_PATH = "/v1/llm/completions-stream"
+
+_ERRORS = {
+    400: "A field is invalid or not supported; the detail names it",
+    401: "Missing or unknown API key",
+    404: "Unknown model, unknown request, or another key's request",
+    413: "The prompt is over HEADRACE_MAX_PROMPT_BYTES",
+    422: "The body is not JSON",
+    429: "Throttled; retry with backoff",
+    500: "Internal error, or the job FAILED (sync route)",
+    503: "The job could not be enqueued (it is marked FAILED); retry",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _json(ErrorResponse, _ERRORS[code]) for code in codes}
+
+
+_MODEL_QUERY = {
+    "name": "model_endpoint_name",
+    "in": "query",
+    "required": False,
+    "description": "The model (LLM Engine's name for it); or `model` in the body",
+    "schema": {"type": "string"},
+}
+
+
+def _submit(summary: str, description: str, answers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "description": description,
+        "parameters": [_MODEL_QUERY],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(CompletionRequest)}},
+        },
+        "responses": {**answers, **_errors(400, 401, 404, 413, 422, 429, 500, 503)},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    queued = _json(SubmitResponse, "Queued: poll GET /v1/llm/completions/{request_id}")
+    return {
+        "/v1/llm/completions-async": {
+            "post": _submit(
+                "Submit a completion",
+                "Validate, record and enqueue the job; answer at once with its request_id.",
+                {"202": queued},
+            )
+            | {"operationId": "submitCompletion"}
+        },
+        "/v1/llm/completions-sync": {
+            "post": _submit(
+                "Complete and wait",
+                "Submit, then wait up to HEADRACE_SYNC_WAIT_SECONDS for the result; 202 with "
+                "the request_id to poll if it is not done by then.",
+                {
+                    "200": _json(CompletionSyncResponse, "The completion"),
+                    "202": _json(SubmitResponse, "Not done within the wait: poll it"),
+                },
+            )
+            | {"operationId": "createCompletionSync"}
+        },
+        STREAM_PATH: {
+            "post": _submit(
+                "Complete and stream (server-sent events)",
+                "LLM Engine's streaming route: data-only server-sent events, each `data: "
+                "<StreamEvent JSON>`; the last has `output.finished` true, or is one error event "
+                "if the job failed after streaming began. Input errors are plain JSON errors "
+                "before any event. Served by the local gateway only; on AWS stream over the "
+                "WebSocket API.",
+                {
+                    "200": {
+                        "description": "The job's stream events",
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "`data: {StreamEvent}` lines, a blank line "
+                                    "after each",
+                                },
+                                "x-event-schema": _ref(StreamEvent),
+                            }
+                        },
+                    }
+                },
+            )
+            | {"operationId": "createCompletionStream"}
+        },
+        "/v1/llm/completions/{request_id}": {
+            "get": {
+                "operationId": "getCompletion",
+                "summary": "A job's state and result",
+                "parameters": [
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(JobView, "The job: output when SUCCEEDED, error when FAILED"),
+                    **_errors(401, 404, 429, 500),
+                },
+            }
+        },
+        "/v1/llm/model-endpoints": {
+            "get": {
+                "operationId": "listModelEndpoints",
+                "summary": "The model zoo and whether a worker serves each model",
+                "responses": {
+                    "200": _json(ModelEndpointsResponse, "The models"),
+                    **_errors(401, 429, 500),
+                },
+            }
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    _, schemas = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Headrace",
+            "version": __version__,
+            "description": "Queue-driven LLM completions with the request and response shapes "
+            "of Scale's LLM Engine. Send the API key as `x-api-key` (or as the user name of "
+            'HTTP basic auth). Errors are `{"detail": ...}`.',
+        },
+        "servers": [{"url": "http://127.0.0.1:8080", "description": "the local stack (make dev)"}],
+        "security": [{"ApiKeyHeader": []}, {"BasicAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {
+                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "BasicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The API key as the user name (the LLM Engine client)",
+                },
+            },
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

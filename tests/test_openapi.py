@@ -1,0 +1,101 @@
+"""openapi.json: committed, current, valid, complete, and true to what the stack answers."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from conftest import Api
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from openapi_spec_validator import validate
+
+from headrace.dev import sse
+from headrace.devmodel import DEV_MODEL_NAME
+from headrace.openapi import openapi_document, render
+from infra.template import http_routes, load_template
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "openapi.json"
+
+
+def test_the_committed_document_is_current() -> None:
+    assert COMMITTED.read_text() == render(), (
+        "openapi.json is stale: regenerate it with `python -m headrace.openapi > openapi.json`"
+    )
+
+
+def test_the_document_is_valid_openapi() -> None:
+    validate(json.loads(COMMITTED.read_text()))
+
+
+def test_every_route_is_documented() -> None:
+    declared = {(r.method.lower(), r.path) for r in http_routes(load_template())}
+    declared.add(("post", sse.PATH))  # the local gateway's streaming route
+    documented = {
+        (method, path) for path, item in openapi_document()["paths"].items() for method in item
+    }
+    assert documented == declared
+
+
+def test_security_is_the_api_key_header_or_basic_auth() -> None:
+    document = openapi_document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert schemes["BasicAuth"]["scheme"] == "basic"
+    assert document["security"] == [{"ApiKeyHeader": []}, {"BasicAuth": []}]
+
+
+def conforms(schema_name: str, instance: Any) -> None:
+    document = openapi_document()
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    errors = [e.message for e in Draft202012Validator(schema).iter_errors(instance)]
+    assert errors == [], f"{schema_name}: {errors} in {instance}"
+
+
+def response_schema(path: str, method: str, status: int) -> str:
+    answer = openapi_document()["paths"][path][method]["responses"][str(status)]
+    return str(answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1])
+
+
+def test_the_stacks_answers_match_the_document(api: Api) -> None:
+    body = {"prompt": "The river", "max_new_tokens": 3, "temperature": 0}
+    conforms("CompletionRequest", body)
+    query = f"?model_endpoint_name={DEV_MODEL_NAME}"
+    checks: list[tuple[str, str, str, Any]] = [
+        ("/v1/llm/completions-sync", "post", query, body),
+        ("/v1/llm/completions-async", "post", query, body),
+        ("/v1/llm/model-endpoints", "get", "", None),
+        ("/v1/llm/completions-async", "post", query, {"prompt": "x", "top_k": -5}),
+        ("/v1/llm/completions-async", "post", "?model_endpoint_name=nope", body),
+    ]
+    for path, method, suffix, payload in checks:
+        status, answer = api.call(method.upper(), path + suffix, payload)
+        conforms(response_schema(path, method, status), answer)
+        if path.endswith("-async") and status == 202:
+            request_id = answer["request_id"]
+    job = api.wait(request_id)
+    conforms(response_schema("/v1/llm/completions/{request_id}", "get", 200), job)
+
+
+def test_the_streamed_events_match_the_document(api: Api) -> None:
+    request = urllib.request.Request(
+        f"{api.base_url}{sse.PATH}?model_endpoint_name={DEV_MODEL_NAME}",
+        data=json.dumps({"prompt": "The mill", "max_new_tokens": 8}).encode(),
+        headers={"x-api-key": str(api.api_key), "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        lines = response.read().decode().splitlines()
+    events = [json.loads(line.removeprefix("data: ")) for line in lines if line]
+    assert events and events[-1]["output"]["finished"]
+    schema = openapi_document()["paths"][sse.PATH]["post"]["responses"]["200"]["content"]
+    name = schema["text/event-stream"]["x-event-schema"]["$ref"].rsplit("/", 1)[1]
+    for event in events:
+        conforms(name, event)
+
+
+def test_the_gateway_serves_the_document(api: Api) -> None:
+    status, served = api.call("GET", "/openapi.json")
+    assert status == 200
+    assert served == json.loads(COMMITTED.read_text())
