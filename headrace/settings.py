@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 30.0
     # Streaming: tokens are coalesced into one event per this interval (the first goes at once).
     stream_flush_ms: int = 50
+    # While no connection follows a job its events are stored less often (still resumable).
+    stream_unfollowed_flush_ms: int = 500
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
 

@@ -200,6 +200,7 @@ class QueueConsumer:
             "settings": StreamSettings(
                 table=self.settings.table_name,
                 flush_interval=self.settings.stream_flush_ms / 1000,
+                unfollowed_flush_interval=self.settings.stream_unfollowed_flush_ms / 1000,
                 expires_at=int(self.clock()) + self.settings.job_ttl_seconds,
             ),
             "aws": self._aws,

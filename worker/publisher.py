@@ -41,8 +41,11 @@ Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, da
 @dataclass
 class StreamSettings:
     table: str
-    flush_interval: float = 0.05
-    subscriber_refresh_interval: float = 0.2
+    flush_interval: float = 0.05  # while a connection follows the job
+    # While nobody follows, events are still stored (for a later subscribe) but coarser:
+    # every store is a DynamoDB write competing with decoding for the machine.
+    unfollowed_flush_interval: float = 0.5
+    subscriber_refresh_interval: float = 0.25
     expires_at: int = 0
 
 
@@ -93,7 +96,11 @@ class StreamPublisher:
             await watch.signal.wait()
             # The first event goes out at once (time to first token); later ones coalesce.
             if self.events and not decoder.snapshot[2]:
-                await asyncio.sleep(self.settings.flush_interval)
+                await asyncio.sleep(
+                    self.settings.flush_interval
+                    if self._followers
+                    else self.settings.unfollowed_flush_interval
+                )
             await self.publish(decoder)
 
     async def publish(self, decoder: ItemDecoder) -> None:
