@@ -25,5 +25,10 @@ lint: $(INSTALLED)
 test: lint
 	$(VENV)/bin/python -m pytest
 
+# The benchmark of README "Performance": engine limit vs headrace vs a naive worker (~15 min).
+bench: $(INSTALLED)
+	$(VENV)/bin/python -m pip install --quiet -e ".[bench]"
+	$(VENV)/bin/python -m bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

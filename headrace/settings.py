@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     model_cache_dir: str = ".headrace/model-cache"
     device: str = "auto"
     compute_type: str = "default"
-    max_batch_size: int = 8
-    max_batch_wait_ms: int = 5
+    max_batch_size: int = 0  # 0: chosen for the device (16 on CPU, 32 on CUDA)
+    max_batch_wait_ms: int = -1  # -1: chosen for the device (25 on CPU, 10 on CUDA)
     inter_threads: int = 0  # 0: chosen for the device
     intra_threads: int = 0  # 0: chosen for the device
     receive_wait_seconds: int = 20

@@ -22,7 +22,7 @@ from worker.artifacts import fetch_model
 from worker.connections import ConnectionPoster
 from worker.consumer import QueueConsumer
 from worker.decoding import TextCodec
-from worker.engine import Engine, EngineConfig
+from worker.engine import Engine, EngineConfig, default_batching
 from worker.scheduler import ModelRunner
 
 logger = logging.getLogger("headrace.worker")
@@ -52,12 +52,13 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
         codec = TextCodec.from_file(
             model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
         )
+        batch_size, batch_wait_ms = default_batching(engine.device)
+        if settings.max_batch_size > 0:
+            batch_size = settings.max_batch_size
+        if settings.max_batch_wait_ms >= 0:
+            batch_wait_ms = settings.max_batch_wait_ms
         runner = ModelRunner(
-            name,
-            engine,
-            codec,
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait=settings.max_batch_wait_ms / 1000,
+            name, engine, codec, max_batch_size=batch_size, max_batch_wait=batch_wait_ms / 1000
         )
         runner.warm_up()
         runners[name] = runner

@@ -59,8 +59,10 @@ class QueueConsumer:
         self.worker_id = worker_id
         self.post = post
         self.clock = clock
-        # Hold no more than the engines can start soon, so other workers are not starved.
-        self.capacity = sum(r.replicas * r.max_batch_size for r in runners.values())
+        # Hold what the engines run plus one batch waiting for the first free replica (so it
+        # starts full), and no more, so other workers are not starved.
+        self.capacity = sum((r.replicas + 1) * r.max_batch_size for r in runners.values())
+        self._stopping = False
         self._held: dict[str, HeldMessage] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -80,9 +82,16 @@ class QueueConsumer:
             await stop.wait()
         finally:
             logger.info("worker stopping", extra={"in_flight": len(self._tasks)})
-            receiving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiving
+            # Let a long poll in flight return rather than cancel it: a cancelled poll may still
+            # take messages server-side, which then stay invisible for a whole timeout.
+            self._stopping = True
+            self._slot_freed.set()
+            try:
+                await asyncio.wait_for(receiving, self.settings.receive_wait_seconds + 5)
+            except TimeoutError:
+                receiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiving
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
             for task in list(self._tasks):
@@ -96,7 +105,7 @@ class QueueConsumer:
             logger.info("worker stopped")
 
     async def _receive_loop(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.capacity - len(self._tasks)
             if free <= 0:
                 self._slot_freed.clear()
@@ -114,7 +123,12 @@ class QueueConsumer:
                 logger.warning("receive failed, backing off: %s", e.detail)
                 await asyncio.sleep(1.0)
                 continue
-            for message in response.get("Messages", []):
+            messages = response.get("Messages", [])
+            if self._stopping:
+                for message in messages:  # received as we stopped: straight back to the queue
+                    await self._set_visibility(message["ReceiptHandle"], 0)
+                return
+            for message in messages:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
@@ -128,6 +142,7 @@ class QueueConsumer:
     # ---- one message ----------------------------------------------------------------------
 
     async def _handle(self, message: dict[str, Any]) -> None:
+        received_at = self.clock()
         receipt = message["ReceiptHandle"]
         receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         try:
@@ -146,9 +161,11 @@ class QueueConsumer:
             await self._set_visibility(receipt, 0)
             return
         with request_context(job.request_id):
-            await self._run_job(job, receipt, receive_count)
+            await self._run_job(job, receipt, receive_count, received_at)
 
-    async def _run_job(self, job: JobMessage, receipt: str, receive_count: int) -> None:
+    async def _run_job(
+        self, job: JobMessage, receipt: str, receive_count: int, received_at: float
+    ) -> None:
         runner = self.runners.get(job.model)
         if runner is None:
             logger.warning("model not served by this worker", extra={"model": job.model})
@@ -168,7 +185,6 @@ class QueueConsumer:
                 "resumed_tokens": len(resume.token_ids) if resume else 0,
             },
         )
-        received_at = self.clock()
         watch = Watch(ProgressSignal(asyncio.get_running_loop()))
         following = asyncio.create_task(publisher.follow(watch))
         try:

@@ -79,12 +79,17 @@ class _Pending:
     request_id: str
     request: CompletionRequest
     future: asyncio.Future[Decoded]
+    prompt: list[str]  # what the engine is fed: prompt tokens, then any resumed tokens
+    decoder: ItemDecoder
     watch: Watch | None = None
-    resume: Resume | None = None
     params: SamplingParams = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = sampling_params(self.request)
+
+    @property
+    def remaining_tokens(self) -> int:
+        return max(1, self.request.max_new_tokens - self.decoder.num_completion_tokens)
 
 
 class ModelRunner:
@@ -120,7 +125,14 @@ class ModelRunner:
         resume: Resume | None = None,
     ) -> Decoded:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(request_id, request, future, watch, resume))
+        prompt = self.codec.prompt_tokens(request.prompt)
+        decoder = ItemDecoder(self.codec, request, len(prompt))
+        if resume is not None:
+            decoder.resume(resume.token_ids, resume.tokens)
+            prompt += [self.codec.token(i) for i in resume.token_ids]
+        if watch is not None:
+            watch.decoder = decoder
+        self._pending.append(_Pending(request_id, request, future, prompt, decoder, watch))
         self._arrived.set()
         return await future
 
@@ -159,20 +171,17 @@ class ModelRunner:
             self._arrived.clear()
             await self._arrived.wait()
         if len(self._pending) < self.max_batch_size and self.max_batch_wait > 0:
+            # A replica is free but the batch is not full: give jobs arriving right now a
+            # moment to join, since nothing can join once the batch runs.
             await asyncio.sleep(self.max_batch_wait)
-        params = self._pending[0].params
-        batch: list[_Pending] = []
-        kept: collections.deque[_Pending] = collections.deque()
-        while self._pending:
-            pending = self._pending.popleft()
-            if pending.future.cancelled():
-                continue
-            if len(batch) < self.max_batch_size and pending.params == params:
-                batch.append(pending)
-            else:
-                kept.append(pending)
-        self._pending = kept
-        if kept:
+        batch = select_batch(
+            [p for p in self._pending if not p.future.cancelled()], self.max_batch_size
+        )
+        chosen = {id(p) for p in batch}
+        self._pending = collections.deque(
+            p for p in self._pending if id(p) not in chosen and not p.future.cancelled()
+        )
+        if self._pending:
             self._arrived.set()
         return batch
 
@@ -184,43 +193,34 @@ class ModelRunner:
             self._free_replicas.release()
 
     async def _decode(self, batch: list[_Pending]) -> None:
-        prompts: list[list[str]] = []
-        decoders: list[ItemDecoder] = []
-        remaining: list[int] = []
+        loop = asyncio.get_running_loop()
         for pending in batch:
-            prompt = self.codec.prompt_tokens(pending.request.prompt)
-            decoder = ItemDecoder(self.codec, pending.request, len(prompt))
-            if pending.resume is not None:
-                decoder.resume(pending.resume.token_ids, pending.resume.tokens)
-                prompt += [self.codec.token(i) for i in pending.resume.token_ids]
-            prompts.append(prompt)
-            decoders.append(decoder)
-            remaining.append(max(1, pending.request.max_new_tokens - decoder.num_completion_tokens))
             if pending.watch is not None:
-                pending.watch.decoder = decoder
                 pending.watch.started.set()
-        signals = [p.watch.signal if p.watch else None for p in batch]
         failures: dict[int, Exception] = {}
 
         def on_step(step: Step) -> bool:
             # Runs on a CTranslate2 thread. An exception here would abort the whole batch,
             # so a failing item is stopped and failed alone.
+            pending = batch[step.index]
             try:
-                stop = decoders[step.index].on_step(step)
-                signal = signals[step.index]
-                if signal is not None:
-                    signal.notify()
+                stop = pending.decoder.on_step(step)
+                if pending.watch is not None:
+                    pending.watch.signal.notify()
+                if stop and pending.decoder.finished:
+                    # Its result is ready now: the job need not wait for the rest of the batch.
+                    loop.call_soon_threadsafe(self._resolve, pending)
                 return stop
             except Exception as e:
                 failures[step.index] = e
                 return True
 
-        loop = asyncio.get_running_loop()
         logger.info(
             "batch started",
             extra={
                 "model": self.name,
                 "batch_size": len(batch),
+                "prompt_tokens": [len(p.prompt) for p in batch],
                 "requests": [p.request_id for p in batch],
             },
         )
@@ -228,9 +228,9 @@ class ModelRunner:
             await loop.run_in_executor(
                 self._executor,
                 lambda: self.engine.generate(
-                    prompts,
+                    [p.prompt for p in batch],
                     params=batch[0].params,
-                    max_new_tokens=max(remaining),
+                    max_new_tokens=max(p.remaining_tokens for p in batch),
                     return_log_probs=any(p.request.return_token_log_probs for p in batch),
                     on_step=on_step,
                 ),
@@ -241,14 +241,43 @@ class ModelRunner:
                 if not pending.future.done():
                     pending.future.set_exception(DecodeFailed(f"engine error: {e}"))
             return
-        for index, (pending, decoder) in enumerate(zip(batch, decoders, strict=True)):
-            if pending.future.done():
-                continue
-            with request_context(pending.request_id):
-                if index in failures:
+        for index, pending in enumerate(batch):
+            if index in failures and not pending.future.done():
+                with request_context(pending.request_id):
                     logger.error("decode failed: %r", failures[index])
-                    pending.future.set_exception(DecodeFailed(f"decode error: {failures[index]}"))
-                else:
-                    pending.future.set_result(Decoded(decoder.finish(), decoder.first_token_at))
-                if pending.watch is not None:
-                    pending.watch.signal.notify()  # the final snapshot, if the engine ended it
+                pending.future.set_exception(DecodeFailed(f"decode error: {failures[index]}"))
+            else:
+                self._resolve(pending)
+
+    def _resolve(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        decoder = pending.decoder
+        pending.future.set_result(Decoded(decoder.finish(), decoder.first_token_at))
+        if pending.watch is not None:
+            pending.watch.signal.notify()  # the final snapshot, if the engine ended the item
+
+
+def select_batch(pending: list[_Pending], max_batch_size: int) -> list[_Pending]:
+    """The oldest job and the jobs that batch best with it.
+
+    CTranslate2 forwards the prompts of a batch in one pass only up to the shortest prompt;
+    the rest is fed one decoding step at a time, so one long prompt among short ones costs the
+    whole batch hundreds of steps. Among the jobs with the oldest job's sampling options,
+    this takes the window of similar prompt lengths (up to max_batch_size) that contains the
+    oldest job and spans the fewest tokens. The oldest job always goes, so none starves.
+    """
+    if not pending:
+        return []
+    oldest = pending[0]
+    alike = sorted((p for p in pending if p.params == oldest.params), key=lambda p: len(p.prompt))
+    if len(alike) <= max_batch_size:
+        return alike
+    at = alike.index(oldest)
+    first = max(0, at - max_batch_size + 1)
+    last = min(at, len(alike) - max_batch_size)
+    start = min(
+        range(first, last + 1),
+        key=lambda i: len(alike[i + max_batch_size - 1].prompt) - len(alike[i].prompt),
+    )
+    return alike[start : start + max_batch_size]

@@ -164,6 +164,9 @@ class LocalStack:
             "HEADRACE_DEFAULT_MODEL": DEV_MODEL_NAME,
             "HEADRACE_MODEL_CACHE_DIR": str(self.home / "model-cache"),
             "HEADRACE_WEBSOCKET_MANAGEMENT_URL": self.base_url + "/ws" if self.base_url else "",
+            # A worker lets its long poll finish before it stops: keep polls short locally so
+            # Ctrl-C is quick (empty receives cost nothing here).
+            "HEADRACE_RECEIVE_WAIT_SECONDS": "2",
             **self.options.settings_env,
             **(extra or {}),
         }

@@ -1,0 +1,239 @@
+"""python -m bench [--quick] [--runs N] [--hf]: the benchmark, one command.
+
+Each run measures, on the same model and job set: the engine limit, Headrace through the
+local stack, the naive worker (and transformers with --hf, first run only). The table holds
+the medians of the runs; each ratio is taken within a run, then the median is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import phases, probes, report
+from bench.engine_limit import MORE_STRATEGIES, STRATEGIES, Strategy
+from bench.jobs import (
+    GPT2_SMALL,
+    TINY,
+    Job,
+    JobSetSpec,
+    ModelShape,
+    ensure_model,
+    load_codec,
+    make_jobs,
+    save_jobs,
+)
+from bench.report import Summary
+from headrace.dev.stack import LocalStack, StackOptions
+
+
+@dataclass(frozen=True)
+class Profile:
+    shape: ModelShape
+    model_name: str
+    jobs: JobSetSpec
+    runs: int
+    long_new_tokens: int  # the long job of probe (b)
+
+
+FULL = Profile(GPT2_SMALL, "bench-gpt2", JobSetSpec(), 3, 600)
+QUICK = Profile(TINY, "bench-tiny", JobSetSpec(8, (8, 64), (8, 32)), 1, 200)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny model, 8 jobs, 1 run")
+    parser.add_argument("--runs", type=int, help="runs to take the median of (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="output folder")
+    parser.add_argument("--home", type=Path, help="HEADRACE_HOME of the stack (default OUT/home)")
+    parser.add_argument("--hf", action="store_true", help="also run transformers (first run)")
+    parser.add_argument("--hf-python", default=sys.executable, help="python with torch")
+    parser.add_argument("--no-probes", action="store_true", help="skip the scheduling probes")
+    parser.add_argument(
+        "--explore", action="store_true", help="try more engine strategies in the first run"
+    )
+    return parser.parse_args(argv)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.system()} {os.cpu_count()} cores ({cpu}); load average {load}"
+
+
+def best(summaries: list[Summary]) -> Summary:
+    return max(summaries, key=lambda s: s.tokens_per_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    runs = args.runs or profile.runs
+    out: Path = args.out.resolve()
+    work = out / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    model_dir = ensure_model(out / "models" / profile.model_name, profile.shape)
+    codec = load_codec(model_dir)
+    jobs = make_jobs(codec, profile.jobs)
+    save_jobs(jobs, work / "jobs.json")
+    prompt_lengths = sorted(j.prompt_tokens for j in jobs)
+    new_tokens = sorted(j.max_new_tokens for j in jobs)
+    print(f"model: {profile.model_name} ({profile.shape.label})")
+    print(
+        f"jobs: {len(jobs)}, prompts {prompt_lengths[0]}-{prompt_lengths[-1]} tokens, "
+        f"max_new_tokens {new_tokens[0]}-{new_tokens[-1]} ({sum(new_tokens)} tokens), greedy"
+    )
+    print(f"machine: {machine()}", flush=True)
+
+    # Probe jobs: the job set's shortest and longest prompts.
+    ordered = sorted(jobs, key=lambda j: j.prompt_tokens)
+    idle_jobs = [
+        Job(1000 + i, j.prompt, j.prompt_tokens, 16)
+        for i, j in enumerate(ordered[::-1][:1] + ordered[:1])
+    ]
+    long_job = Job(2000, ordered[0].prompt, ordered[0].prompt_tokens, profile.long_new_tokens)
+    short_job = Job(2001, ordered[1].prompt, ordered[1].prompt_tokens, 16)
+
+    stack = LocalStack(
+        StackOptions(
+            home=(args.home or out / "home").resolve(),
+            gateway_port=0,
+            logs_dir=work / "logs",
+            settings_env={
+                "HEADRACE_MODEL_ZOO": json.dumps({profile.model_name: str(model_dir)}),
+                "HEADRACE_WORKER_MODELS": profile.model_name,
+                "HEADRACE_DEVICE": "cpu",
+                "HEADRACE_COMPUTE_TYPE": "int8",
+                "HEADRACE_LOG_LEVEL": "INFO",
+                "HEADRACE_RECEIVE_WAIT_SECONDS": str(phases.RECEIVE_WAIT_S),
+            },
+        )
+    )
+    per_run: list[dict[str, Summary]] = []
+    ratios: dict[str, list[float]] = {"headrace/engine": [], "headrace/naive": []}
+    facts: list[dict[str, Any]] = []
+    probe_lines: list[str] = []
+    notes: list[str] = []
+    engine_runs: list[list[dict[str, Any]]] = []
+    strategies: list[Strategy] = STRATEGIES + (MORE_STRATEGIES if args.explore else [])
+    stack.start(workers=0)
+    try:
+        for run in range(runs):
+            print(f"run {run + 1}/{runs}", flush=True)
+            rows: dict[str, Summary] = {}
+            engine = phases.engine_phase(
+                work, model_dir, jobs, strategies, [j.prompt for j in idle_jobs], f"engine-{run}"
+            )
+            tried = phases.engine_summaries(engine)
+            engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
+            rows["engine limit"] = best(tried)
+            if run == 0:  # later runs use the best strategy only
+                ranked = sorted(
+                    zip(tried, strategies, strict=True), key=lambda p: -p[0].tokens_per_s
+                )
+                strategies = [ranked[0][1]]
+            prefill = [engine["prefill_s"][j.prompt] for j in idle_jobs]
+            for mode, label in (("headrace", "headrace"), ("naive", "naive worker")):
+                with phases.worker(stack, phases.WORKER_MODES[mode], profile.model_name) as running:
+                    detail = "worker defaults" if mode == "headrace" else "1 job at a time"
+                    phase = phases.worker_phase(
+                        stack, running, label, detail, profile.model_name, jobs
+                    )
+                    if phase.short_jobs:
+                        notes.append(f"{label}, run {run + 1}: jobs ended early {phase.short_jobs}")
+                    if mode == "headrace" and run == 0 and not args.no_probes:
+                        for job, seconds in zip(idle_jobs, prefill, strict=True):
+                            idle = probes.idle_probe(
+                                stack, running, profile.model_name, job, seconds
+                            )
+                            probe_lines.append(idle.line())
+                        short = probes.short_probe(
+                            stack, running, profile.model_name, long_job, short_job
+                        )
+                        probe_lines.append(short.line())
+                rows[label] = phase.summary
+                facts.append({"run": run + 1, "system": label, **probes.evidence(phase, jobs)})
+                print(f"  {label}: {phase.summary.makespan_s:.1f}s", flush=True)
+            if args.hf and run == 0:
+                hf, hf_raw = phases.hf_phase(
+                    work, args.hf_python, model_dir, profile.shape, jobs, codec, "hf"
+                )
+                rows["transformers"] = hf
+                notes.append(
+                    f"transformers: 1 run; weights {hf_raw['weights']}; "
+                    f"{hf_raw['versions']}; same first 8 tokens as the engine for "
+                    f"{_agreement(engine, hf_raw)} of the jobs"
+                )
+            per_run.append(rows)
+            engine_tps = rows["engine limit"].tokens_per_s
+            ratios["headrace/engine"].append(rows["headrace"].tokens_per_s / engine_tps)
+            ratios["headrace/naive"].append(
+                rows["headrace"].tokens_per_s / rows["naive worker"].tokens_per_s
+            )
+    finally:
+        stack.stop()
+
+    systems = ["engine limit", "headrace", "naive worker", "transformers"]
+    rows_out = [
+        (name, report.median_metrics(r[name].metrics() for r in per_run if name in r))
+        for name in systems
+        if any(name in r for r in per_run)
+    ]
+    limit_tps = dict(rows_out)["engine limit"]["tokens_per_s"]
+    best_strategy = statistics.mode(r["engine limit"].detail for r in per_run)
+    print()
+    print(f"Median of {runs} run(s); {len(jobs)} jobs; machine: {machine()}")
+    print(report.table(rows_out, limit_tps))
+    print(f"engine limit = best of the strategies tried: {best_strategy}")
+    for line in report.ratio_lines(ratios):
+        print(line)
+    for line in probe_lines:
+        print(line)
+    for fact in facts:
+        if fact["run"] == 1:
+            for line in probes.evidence_lines(fact["system"], fact):
+                print(line)
+    for note in notes:
+        print(f"note: {note}")
+    plot_path = work / "bench.png"
+    title = f"{profile.model_name}: {profile.shape.label}; {len(jobs)} jobs; median of {runs}"
+    skipped = report.plot(plot_path, rows_out, title)
+    print(skipped or f"plot: {plot_path}")
+    results = {
+        "profile": asdict(profile),
+        "machine": machine(),
+        "runs": runs,
+        "table": dict(rows_out),
+        "ratios": ratios,
+        "engine_strategies": engine_runs,
+        "probes": probe_lines,
+        "evidence": facts,
+        "notes": notes,
+        "seconds": time.monotonic() - started,
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {work / 'results.json'} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def _agreement(engine: dict[str, Any], hf: dict[str, Any]) -> str:
+    first = {j["index"]: j["first_ids"] for j in engine["strategies"][0]["jobs"]}
+    same = sum(1 for j in hf["jobs"] if first.get(j["index"]) == j["first_ids"])
+    return f"{same}/{len(hf['jobs'])}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

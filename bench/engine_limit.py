@@ -1,0 +1,206 @@
+"""The engine's own limit: the job set decoded by `worker.engine.Engine` directly (no queue, no
+store) with the best of a few batching strategies.
+
+It runs in a process of its own (``python -m bench.engine_limit REQUEST.json RESULT.json``) so
+the peak memory it reports is the engine's alone. Every job is "submitted" when a strategy
+starts: time to first token and latency count from there.
+
+CTranslate2 forwards only the shortest prompt of a batch in one pass and feeds the other
+prompts' remaining tokens one step at a time, so a batch mixing an 8-token and a 256-token
+prompt costs ~250 extra decode steps. Grouping by prompt length is what the strategies vary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.jobs import Job, load_codec
+from bench.procinfo import peak_rss_mb, reset_peak_rss
+from worker.decoding import TextCodec
+from worker.engine import Engine, EngineConfig, SamplingParams, Step
+
+GREEDY = SamplingParams(top_k=1)
+FIRST_TOKENS_KEPT = 8  # compared with the transformers baseline's output
+
+
+@dataclass(frozen=True)
+class Strategy:
+    inter_threads: int  # engine replicas, each decoding its own batch
+    intra_threads: int  # threads per replica
+    batch_size: int  # 0: every job in one batch
+    order: str  # "prompt": sorted by prompt length; "arrival": the job set's order
+
+    @property
+    def name(self) -> str:
+        size = "all jobs in 1 batch" if self.batch_size == 0 else f"batches of {self.batch_size}"
+        order = "by prompt length" if self.order == "prompt" else "in arrival order"
+        return f"{size} {order}, {self.inter_threads}x{self.intra_threads} threads"
+
+
+# inter_threads x intra_threads = the 2 cores of the reference machine; more would oversubscribe.
+STRATEGIES = [
+    Strategy(1, 2, 0, "prompt"),
+    Strategy(2, 1, 32, "prompt"),
+    Strategy(2, 1, 16, "prompt"),
+    Strategy(2, 1, 8, "prompt"),
+]
+# --explore: what else was tried (arrival order is how the worker batches today).
+MORE_STRATEGIES = [
+    Strategy(1, 2, 8, "prompt"),
+    Strategy(2, 1, 4, "prompt"),
+    Strategy(2, 1, 8, "arrival"),
+]
+
+
+@dataclass
+class JobTiming:
+    index: int
+    tokens: int = 0
+    first_token_s: float | None = None
+    done_s: float | None = None
+    first_ids: list[int] = field(default_factory=list)
+
+
+def batches(jobs: list[Job], strategy: Strategy) -> list[list[Job]]:
+    ordered = sorted(jobs, key=lambda j: j.prompt_tokens) if strategy.order == "prompt" else jobs
+    size = strategy.batch_size or len(ordered)
+    groups = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    # Longest first, so the replicas finish together (decode steps: prompt spread + new tokens).
+    return sorted(groups, key=batch_steps, reverse=True)
+
+
+def batch_steps(batch: list[Job]) -> int:
+    shortest = min(j.prompt_tokens for j in batch)
+    return max(j.prompt_tokens - shortest + j.max_new_tokens for j in batch)
+
+
+def decode_batch(
+    engine: Engine, codec: TextCodec, batch: list[Job], timings: dict[int, JobTiming], t0: float
+) -> None:
+    records = [timings[j.index] for j in batch]
+
+    def on_step(step: Step) -> bool:  # on the replica's thread, one batch per thread
+        job, record = batch[step.index], records[step.index]
+        now = time.perf_counter() - t0
+        if record.first_token_s is None:
+            record.first_token_s = now
+        record.tokens += 1
+        if len(record.first_ids) < FIRST_TOKENS_KEPT:
+            record.first_ids.append(step.token_id)
+        if record.tokens >= job.max_new_tokens:
+            record.done_s = now
+            return True
+        return False
+
+    longest = max(j.max_new_tokens for j in batch)
+    engine.generate(
+        [codec.prompt_tokens(j.prompt) for j in batch],
+        params=GREEDY,
+        max_new_tokens=longest,
+        # Random weights may pick the end token: every job runs its full length.
+        min_new_tokens=longest,
+        return_log_probs=False,
+        on_step=on_step,
+    )
+    end = time.perf_counter() - t0
+    for record in records:
+        if record.done_s is None:
+            record.done_s = end
+
+
+def run_strategy(
+    engine: Engine, codec: TextCodec, jobs: list[Job], strategy: Strategy
+) -> dict[str, Any]:
+    timings = {j.index: JobTiming(j.index) for j in jobs}
+    groups = batches(jobs, strategy)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(strategy.inter_threads) as pool:
+        futures = [pool.submit(decode_batch, engine, codec, g, timings, t0) for g in groups]
+        for future in futures:
+            future.result()
+    wall = time.perf_counter() - t0
+    return {
+        "name": strategy.name,
+        "strategy": asdict(strategy),
+        "wall_s": wall,
+        "batch_sizes": [len(g) for g in groups],
+        "jobs": [asdict(t) for t in timings.values()],
+    }
+
+
+def prefill_seconds(engine: Engine, codec: TextCodec, prompt: str, tries: int = 3) -> float:
+    """Time to the first token of one prompt alone on an idle replica (best of `tries`)."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        first: list[float] = []
+
+        def on_step(step: Step, first: list[float] = first, start: float = start) -> bool:
+            first.append(time.perf_counter() - start)
+            return True
+
+        engine.generate(
+            [codec.prompt_tokens(prompt)],
+            params=GREEDY,
+            max_new_tokens=1,
+            return_log_probs=False,
+            on_step=on_step,
+        )
+        best = min(best, first[0] if first else time.perf_counter() - start)
+    return best
+
+
+def warm_up(engine: Engine, codec: TextCodec) -> None:
+    engine.generate(
+        [codec.prompt_tokens("warm up")],
+        params=GREEDY,
+        max_new_tokens=2,
+        return_log_probs=False,
+        on_step=lambda step: False,
+    )
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[0]).read_text())
+    model_dir = Path(request["model_dir"])
+    compute_type = request["compute_type"]
+    jobs = [Job(**raw) for raw in request["jobs"]]
+    strategies = [Strategy(**raw) for raw in request["strategies"]]
+    codec = load_codec(model_dir)
+    results: dict[Strategy, dict[str, Any]] = {}
+    # One engine at a time, so each strategy's peak memory is its own engine's.
+    configs = sorted({(s.inter_threads, s.intra_threads) for s in strategies})
+    for inter, intra in configs:
+        engine = Engine(model_dir, EngineConfig("cpu", compute_type, inter, intra))
+        try:
+            warm_up(engine, codec)
+            for strategy in strategies:
+                if (strategy.inter_threads, strategy.intra_threads) == (inter, intra):
+                    reset_peak_rss()  # from what the loaded engine holds
+                    result = run_strategy(engine, codec, jobs, strategy)
+                    result["peak_rss_mb"] = peak_rss_mb()
+                    results[strategy] = result
+                    print(f"  engine: {result['name']}: {result['wall_s']:.1f}s", flush=True)
+        finally:
+            engine.close()
+    # Prefill as the worker's replicas see it: its default threads for this machine.
+    default = Engine(model_dir, EngineConfig("cpu", compute_type))
+    try:
+        warm_up(default, codec)
+        prefill = {p: prefill_seconds(default, codec, p) for p in request.get("probe_prompts", [])}
+    finally:
+        default.close()
+    Path(argv[1]).write_text(
+        json.dumps({"strategies": [results[s] for s in strategies], "prefill_s": prefill})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
