@@ -48,3 +48,31 @@ def test_quick_benchmark_prints_the_table_and_the_ratios(tmp_path: Path, model_h
     assert len(results["ratios"]["headrace/engine"]) == 1
     # Every job ran to its max_new_tokens through the stack (none ended at the end token).
     assert not [n for n in results["notes"] if "ended early" in n]
+
+
+@pytest.mark.timeout(300)
+def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
+    tmp_path: Path,
+) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.streaming",
+            "--quick",
+            "--jobs",
+            "4",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "streamed/unstreamed throughput = " in completed.stdout
+    assert "time to first token on the socket: p50 " in completed.stdout
+    assert "(4 jobs)" in completed.stdout

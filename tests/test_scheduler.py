@@ -12,8 +12,8 @@ GREEDY = SamplingParams(top_k=1)
 SAMPLED = SamplingParams(top_k=0, temperature=0.7)
 
 
-def job(prompt_len: int, params: SamplingParams = GREEDY) -> Any:
-    return SimpleNamespace(prompt=["t"] * prompt_len, params=params)
+def job(prompt_len: int, params: SamplingParams = GREEDY, skipped: int = 0) -> Any:
+    return SimpleNamespace(prompt=["t"] * prompt_len, params=params, skipped=skipped)
 
 
 def lengths(batch: list[Any]) -> list[int]:
@@ -25,21 +25,24 @@ def test_small_queue_goes_whole_sorted_by_length() -> None:
     assert lengths(select_batch(cast(Any, pending), 8)) == [10, 20, 30]
 
 
-def test_window_of_similar_lengths_around_the_oldest() -> None:
-    pending = [job(100), job(10), job(250), job(95), job(12), job(110), job(240), job(105)]
-    batch = select_batch(cast(Any, pending), 4)
-    assert pending[0] in batch
-    assert lengths(batch) == [95, 100, 105, 110]
+def test_the_tightest_window_among_all_pending() -> None:
+    pending = [job(100), job(10), job(250), job(95), job(12), job(11), job(240), job(13)]
+    assert lengths(select_batch(cast(Any, pending), 4)) == [10, 11, 12, 13]
 
 
-def test_the_oldest_is_taken_even_at_the_edge() -> None:
-    pending = [job(300), *[job(n) for n in (10, 11, 12, 13, 14)]]
+def test_a_job_passed_over_twice_anchors_the_next_batch() -> None:
+    pending = [job(300, skipped=2), *[job(n) for n in (10, 11, 12, 13, 14)]]
     batch = select_batch(cast(Any, pending), 3)
     assert pending[0] in batch
     assert lengths(batch) == [13, 14, 300]
 
 
-def test_only_jobs_with_the_oldest_jobs_sampling_options() -> None:
+def test_a_job_passed_over_once_does_not_anchor_yet() -> None:
+    pending = [job(300, skipped=1), *[job(n) for n in (10, 11, 12, 13, 14)]]
+    assert lengths(select_batch(cast(Any, pending), 3)) == [10, 11, 12]
+
+
+def test_only_jobs_with_the_anchors_sampling_options() -> None:
     pending = [job(10, SAMPLED), job(10), job(11, SAMPLED), job(12)]
     batch = select_batch(cast(Any, pending), 8)
     assert all(p.params == SAMPLED for p in batch)
