@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     stream_flush_ms: int = 50
     # While no connection follows a job its events are stored less often (still resumable).
     stream_unfollowed_flush_ms: int = 500
+    # All followed streams of a worker together flush at most this often (each flush posts to
+    # every follower): under load the interval grows past stream_flush_ms instead of the CPU.
+    stream_flushes_per_second: float = 100.0
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
 

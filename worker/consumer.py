@@ -24,7 +24,7 @@ from headrace.jobstore import JobRecord
 from headrace.logs import request_context
 from headrace.settings import Settings
 from worker.aws_calls import call_aws
-from worker.publisher import Post, StreamPublisher, StreamSettings
+from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
 from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
 
 logger = logging.getLogger("headrace.worker")
@@ -63,6 +63,7 @@ class QueueConsumer:
         # starts full), and no more, so other workers are not starved.
         self.capacity = sum((r.replicas + 1) * r.max_batch_size for r in runners.values())
         self._stopping = False
+        self._stream_load = StreamLoad(settings.stream_flushes_per_second)
         self._held: dict[str, HeldMessage] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -218,6 +219,7 @@ class QueueConsumer:
                 flush_interval=self.settings.stream_flush_ms / 1000,
                 unfollowed_flush_interval=self.settings.stream_unfollowed_flush_ms / 1000,
                 expires_at=int(self.clock()) + self.settings.job_ttl_seconds,
+                load=self._stream_load,
             ),
             "aws": self._aws,
             "dynamodb": self.dynamodb,

@@ -39,6 +39,21 @@ Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, da
 
 
 @dataclass
+class StreamLoad:
+    """How many streams have followers on this worker, shared by its publishers.
+
+    Every flush of a followed stream is a signed post per follower and a DynamoDB write; at
+    one per token they cost the decoder its CPU. Flushes are spread so that all followed
+    streams together make at most `flushes_per_second`."""
+
+    flushes_per_second: float = 100.0
+    followed: int = 0
+
+    def interval(self, minimum: float) -> float:
+        return max(minimum, self.followed / self.flushes_per_second)
+
+
+@dataclass
 class StreamSettings:
     table: str
     flush_interval: float = 0.05  # while a connection follows the job
@@ -47,6 +62,7 @@ class StreamSettings:
     unfollowed_flush_interval: float = 0.5
     subscriber_refresh_interval: float = 0.25
     expires_at: int = 0
+    load: StreamLoad = field(default_factory=StreamLoad)
 
 
 @dataclass
@@ -92,16 +108,24 @@ class StreamPublisher:
         await watch.started.wait()
         decoder = watch.decoder
         assert decoder is not None
-        while not self._finished:
-            await watch.signal.wait()
-            # The first event goes out at once (time to first token); later ones coalesce.
-            if self.events and not decoder.snapshot[2]:
-                await asyncio.sleep(
-                    self.settings.flush_interval
-                    if self._followers
-                    else self.settings.unfollowed_flush_interval
-                )
-            await self.publish(decoder)
+        counted = False
+        try:
+            while not self._finished:
+                await watch.signal.wait()
+                if bool(self._followers) != counted:
+                    counted = not counted
+                    self.settings.load.followed += 1 if counted else -1
+                # The first event goes out at once (time to first token); later ones coalesce.
+                if self.events and not decoder.snapshot[2]:
+                    await asyncio.sleep(
+                        self.settings.load.interval(self.settings.flush_interval)
+                        if self._followers
+                        else self.settings.unfollowed_flush_interval
+                    )
+                await self.publish(decoder)
+        finally:
+            if counted:
+                self.settings.load.followed -= 1
 
     async def publish(self, decoder: ItemDecoder) -> None:
         if self._finished:
