@@ -8,10 +8,9 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 
 from headrace import completions, streams
-from headrace.aws import translate_client_error
 from headrace.completions import ApiServices, call
 from headrace.contracts import (
     CompletionRequest,
@@ -22,7 +21,7 @@ from headrace.contracts import (
     StreamOutput,
     WebSocketAck,
 )
-from headrace.errors import ConditionFailed, HeadraceError, Unauthorized
+from headrace.errors import ConditionFailed, Gone, HeadraceError, Unauthorized
 from headrace.jobstore import JobRecord
 from headrace.streams import Connection
 
@@ -189,15 +188,14 @@ def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> b
     """Send one event to a connection; False if it is gone (then its subscriptions go too)."""
     client = services.management_client(conn.endpoint)
     try:
-        client.post_to_connection(
-            ConnectionId=conn.connection_id, Data=event.model_dump_json().encode()
+        call(
+            client.post_to_connection,
+            {"ConnectionId": conn.connection_id, "Data": event.model_dump_json().encode()},
         )
-    except client.exceptions.GoneException:
+    except Gone:
         with contextlib.suppress(HeadraceError):
             disconnect(services, connection_id=conn.connection_id)
         return False
-    except ClientError as e:
-        raise translate_client_error(e) from e
     except BotoCoreError as e:
         logger.warning("could not post to the connection: %s", e)
     return True

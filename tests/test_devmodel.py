@@ -105,6 +105,8 @@ def test_greedy_continuation(tokenizer: Tokenizer, generator: ctranslate2.Genera
 
 
 def test_sampling_and_end_token(tokenizer: Tokenizer, generator: ctranslate2.Generator) -> None:
+    # Seeded: unseeded, a sample that drew the end token first made this fail at random.
+    ctranslate2.set_random_seed(7)
     results = generator.generate_batch(
         [_prompt(tokenizer, "Rain")] * 4,
         max_length=20,

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -28,8 +28,6 @@ from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
 from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
 
 logger = logging.getLogger("headrace.worker")
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -113,7 +111,7 @@ class QueueConsumer:
                 await self._slot_freed.wait()
                 continue
             try:
-                response = await self._aws(
+                response = await call_aws(
                     self.sqs.receive_message,
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=min(10, free),
@@ -221,14 +219,14 @@ class QueueConsumer:
                 expires_at=int(self.clock()) + self.settings.job_ttl_seconds,
                 load=self._stream_load,
             ),
-            "aws": self._aws,
+            "aws": call_aws,
             "dynamodb": self.dynamodb,
             "post": self.post,
         }
         if record.attempts <= 1:
             return StreamPublisher(**kwargs), None
         # A retry continues the stream an earlier attempt began, so clients see one text.
-        answer = await self._aws(
+        answer = await call_aws(
             self.dynamodb.query, **streams.query_chunks(self.settings.table_name, job.request_id)
         )
         chunks = [streams.StoredChunk.from_item(item) for item in answer.get("Items", [])]
@@ -246,7 +244,7 @@ class QueueConsumer:
     async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
         now = self.clock()
         try:
-            response = await self._aws(
+            response = await call_aws(
                 self.dynamodb.update_item,
                 **jobstore.claim_job(
                     self.settings.table_name,
@@ -263,7 +261,7 @@ class QueueConsumer:
             return JobRecord.from_item(response["Attributes"])
         except ConditionFailed:
             pass
-        found = await self._aws(
+        found = await call_aws(
             self.dynamodb.get_item, **jobstore.get_job(self.settings.table_name, job.request_id)
         )
         record = JobRecord.from_item(found["Item"]) if "Item" in found else None
@@ -286,7 +284,7 @@ class QueueConsumer:
     ) -> None:
         output = decoded.output
         try:
-            await self._aws(
+            await call_aws(
                 self.dynamodb.update_item,
                 **jobstore.finish_job(
                     self.settings.table_name,
@@ -321,7 +319,7 @@ class QueueConsumer:
         if receive_count >= self.settings.max_receive_count:
             logger.error("job failed for good", extra={"receive_count": receive_count})
             with contextlib.suppress(ConditionFailed):
-                await self._aws(
+                await call_aws(
                     self.dynamodb.update_item,
                     **jobstore.finish_job(
                         table,
@@ -339,7 +337,7 @@ class QueueConsumer:
             return
         logger.warning("job failed, releasing it for another attempt: %s", reason)
         with contextlib.suppress(ConditionFailed):
-            await self._aws(
+            await call_aws(
                 self.dynamodb.update_item,
                 **jobstore.release_job(
                     table, request_id=job.request_id, worker_id=self.worker_id, now=self.clock()
@@ -356,13 +354,13 @@ class QueueConsumer:
             for held in list(self._held.values()):
                 with request_context(held.request_id):
                     try:
-                        await self._aws(
+                        await call_aws(
                             self.sqs.change_message_visibility,
                             QueueUrl=self.queue_url,
                             ReceiptHandle=held.receipt_handle,
                             VisibilityTimeout=visibility,
                         )
-                        await self._aws(
+                        await call_aws(
                             self.dynamodb.update_item,
                             **jobstore.extend_lease(
                                 self.settings.table_name,
@@ -379,7 +377,7 @@ class QueueConsumer:
         while True:
             for name in self.runners:
                 try:
-                    await self._aws(
+                    await call_aws(
                         self.dynamodb.put_item,
                         **jobstore.put_presence(
                             self.settings.table_name,
@@ -395,7 +393,7 @@ class QueueConsumer:
     async def _withdraw_presence(self) -> None:
         for name in self.runners:
             with contextlib.suppress(TransientError, Throttled):
-                await self._aws(
+                await call_aws(
                     self.dynamodb.put_item,
                     **jobstore.put_presence(
                         self.settings.table_name,
@@ -411,7 +409,7 @@ class QueueConsumer:
             with request_context(held.request_id):
                 logger.info("releasing job at shutdown")
                 with contextlib.suppress(ConditionFailed, TransientError, Throttled):
-                    await self._aws(
+                    await call_aws(
                         self.dynamodb.update_item,
                         **jobstore.release_job(
                             self.settings.table_name,
@@ -427,14 +425,14 @@ class QueueConsumer:
 
     async def _delete(self, receipt: str) -> None:
         try:
-            await self._aws(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt)
+            await call_aws(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt)
         except HeadraceError as e:
             # The message comes back later and is deleted then, as a duplicate of a final job.
             logger.warning("could not delete the message: %s", e.detail)
 
     async def _set_visibility(self, receipt: str, seconds: int) -> None:
         try:
-            await self._aws(
+            await call_aws(
                 self.sqs.change_message_visibility,
                 QueueUrl=self.queue_url,
                 ReceiptHandle=receipt,
@@ -442,9 +440,6 @@ class QueueConsumer:
             )
         except HeadraceError as e:
             logger.warning("could not change message visibility: %s", e.detail)
-
-    async def _aws(self, operation: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
-        return await call_aws(operation, **kwargs)
 
 
 def _ms(seconds: float) -> float:

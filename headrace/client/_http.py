@@ -103,6 +103,15 @@ def request(
     return result
 
 
+def _encoded(config: ClientConfig, body: Any) -> tuple[dict[str, str], bytes | None]:
+    """Headers (the key, a content type when there is a body) and the JSON body, if any."""
+    headers = config.headers()
+    if body is None:
+        return headers, None
+    headers["content-type"] = "application/json"
+    return headers, json.dumps(body).encode()
+
+
 def _request_once(
     config: ClientConfig,
     method: str,
@@ -111,11 +120,7 @@ def _request_once(
     body: Any,
     time_limit: float,
 ) -> tuple[int, Any]:
-    headers = config.headers()
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
+    headers, data = _encoded(config, body)
     req = urllib.request.Request(config.url(path, query), data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=time_limit) as response:
@@ -167,11 +172,7 @@ async def _arequest_once(
 ) -> tuple[int, Any]:
     import aiohttp
 
-    headers = config.headers()
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
+    headers, data = _encoded(config, body)
     try:
         async with session.request(
             method,
