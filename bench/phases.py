@@ -161,7 +161,7 @@ def cpu_snapshot(worker_pid: int) -> dict[str, float]:
     """CPU seconds used so far by the worker, the gateway, the AWS endpoint and this client."""
     snapshot = {"worker": cpu_seconds(worker_pid), "gateway": 0.0, "moto": 0.0}
     for pid, command in children().items():
-        if "moto.server" in command:
+        if "headrace.dev.moto_server" in command:
             snapshot["moto"] += cpu_seconds(pid)
         elif " gateway" in command:
             snapshot["gateway"] += cpu_seconds(pid)

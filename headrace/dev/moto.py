@@ -66,7 +66,7 @@ def start_moto_server(
     env: Mapping[str, str] | None = None,
     die_with_parent: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m moto.server` and wait until it answers; return (process, endpoint URL).
+    """Start moto's server (headrace.dev.moto_server); return (process, URL) once it answers.
 
     port: 0 picks a free port (retrying if another process grabs it first).
     log_file: where the server's banner and per-request log lines go (appended); None discards
@@ -160,7 +160,7 @@ def _spawn(
     env: Mapping[str, str] | None,
     die_with_parent: bool,
 ) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+    command = [sys.executable, "-m", "headrace.dev.moto_server", "-H", host, "-p", str(port)]
     child_env = {**os.environ, **(env or {})}
     preexec = parent_death_signal() if die_with_parent else None
     if log_file is None:
