@@ -64,6 +64,10 @@ def translate_client_error(error: ClientError) -> HeadraceError:
     message = error.response.get("Error", {}).get("Message", code)
     if code == "ConditionalCheckFailedException":
         return ConditionFailed(message)
+    if code == "TransactionCanceledException":
+        reasons = error.response.get("CancellationReasons") or []
+        if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+            return ConditionFailed(message)
     if code in _THROTTLING_CODES:
         return Throttled(message)
     if code in _MISSING_CODES:

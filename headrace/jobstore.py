@@ -61,6 +61,7 @@ class JobRecord:
     lease_expires_at: float | None = None
     output: dict[str, Any] | None = None
     error: JobError | None = None
+    subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.streams)
 
     @classmethod
     def from_item(cls, item: Item) -> JobRecord:
@@ -87,6 +88,7 @@ class JobRecord:
             lease_expires_at=num("lease_expires_at"),
             output=json.loads(output) if output else None,
             error=JobError.model_validate_json(error) if error else None,
+            subscriptions=int(num("subscriptions") or 0),
         )
 
     def view(self) -> JobView:
@@ -236,7 +238,11 @@ def finish_job(
     output: dict[str, Any] | None = None,
     error: JobError | None = None,
 ) -> dict[str, Any]:
-    """RUNNING (leased to worker_id) -> SUCCEEDED with output, or FAILED with error."""
+    """RUNNING (leased to worker_id) -> SUCCEEDED with output, or FAILED with error.
+
+    Returns the job's `subscriptions` as of the write (UPDATED_NEW), so the worker knows
+    whether someone subscribed after it last looked.
+    """
     condition, values = _leased_by(worker_id)
     if output is not None:
         status, field, payload = JobStatus.SUCCEEDED, "output", json.dumps(output)
@@ -248,7 +254,8 @@ def finish_job(
         "TableName": table,
         "Key": job_key(request_id),
         "UpdateExpression": (
-            "SET #s = :final, #f = :payload, finished_at = :now, updated_at = :now"
+            "SET #s = :final, #f = :payload, finished_at = :now, updated_at = :now,"
+            " subscriptions = if_not_exists(subscriptions, :zero)"
             " REMOVE lease_owner, lease_expires_at"
         ),
         "ConditionExpression": condition,
@@ -258,7 +265,9 @@ def finish_job(
             ":final": {"S": status.value},
             ":payload": {"S": payload},
             ":now": _n(now),
+            ":zero": _n(0),
         },
+        "ReturnValues": "UPDATED_NEW",
     }
 
 

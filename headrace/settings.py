@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # All followed streams of a worker together flush at most this often (each flush posts to
     # every follower): under load the interval grows past stream_flush_ms instead of the CPU.
     stream_flushes_per_second: float = 100.0
+    # How often a worker checks (one BatchGetItem for all its running jobs) whether someone
+    # subscribed to one of them: a new subscriber to a running job is attached within this.
+    subscriber_check_ms: int = 1000
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
 

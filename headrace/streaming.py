@@ -21,7 +21,7 @@ from headrace.contracts import (
     StreamOutput,
     WebSocketAck,
 )
-from headrace.errors import ConditionFailed, Gone, HeadraceError, Unauthorized
+from headrace.errors import ConditionFailed, Gone, HeadraceError, NotFound, Unauthorized
 from headrace.jobstore import JobRecord
 from headrace.streams import Connection
 
@@ -86,18 +86,18 @@ def disconnect(services: ApiServices, *, connection_id: str) -> None:
 def _add_subscription(
     services: ApiServices, conn: Connection, request_id: str, from_seq: int
 ) -> None:
-    forward, reverse = streams.subscription_items(
+    request = streams.add_subscription(
+        services.settings.table_name,
         request_id=request_id,
         connection_id=conn.connection_id,
         endpoint=conn.endpoint,
         from_seq=from_seq,
         now=services.clock(),
     )
-    table = services.settings.table_name
-    call(
-        services.dynamodb.transact_write_items,
-        {"TransactItems": [{"Put": {"TableName": table, "Item": i}} for i in (forward, reverse)]},
-    )
+    try:
+        call(services.dynamodb.transact_write_items, request)
+    except ConditionFailed:
+        raise NotFound(f"request {request_id!r} not found") from None  # it expired just now
 
 
 def complete(services: ApiServices, conn: Connection, request: CompletionRequest) -> WebSocketAck:

@@ -6,6 +6,8 @@ Items (same table as the jobs, keys `pk`/`sk`):
 - `job#<id>` / `sub#<connection_id>`: a WebSocket connection following the job from `from_seq`;
   `attached_by` says who delivers to it (a worker while the job runs, a handler replaying a
   finished job). Attaching is a conditional write, so exactly one of them replays the past.
+  Adding one also counts it in the job record's `subscriptions`, so a worker learns of new
+  followers of all its jobs with one BatchGetItem instead of a Query per job.
 - `conn#<connection_id>` / `conn`: the connection's owner and management endpoint.
 - `conn#<connection_id>` / `sub#<request_id>`: the reverse of a subscription, for $disconnect.
 """
@@ -113,10 +115,11 @@ class Connection:
         )
 
 
-def subscription_items(
-    *, request_id: str, connection_id: str, endpoint: str, from_seq: int, now: float
-) -> tuple[Item, Item]:
-    """The subscription, and its reverse entry under the connection."""
+def add_subscription(
+    table: str, *, request_id: str, connection_id: str, endpoint: str, from_seq: int, now: float
+) -> dict[str, Any]:
+    """One transaction: the subscription, its reverse entry under the connection, and +1 on
+    the job's `subscriptions` (the job must exist)."""
     expires = {"N": str(int(now) + _TWO_HOURS + 600)}
     forward: Item = {
         "pk": job_key(request_id)["pk"],
@@ -131,7 +134,39 @@ def subscription_items(
         "sk": {"S": f"sub#{request_id}"},
         "expires_at": expires,
     }
-    return forward, reverse
+    count = {
+        "TableName": table,
+        "Key": job_key(request_id),
+        "UpdateExpression": "ADD subscriptions :one",
+        "ConditionExpression": "attribute_exists(pk)",
+        "ExpressionAttributeValues": {":one": {"N": "1"}},
+    }
+    return {
+        "TransactItems": [
+            {"Put": {"TableName": table, "Item": forward}},
+            {"Put": {"TableName": table, "Item": reverse}},
+            {"Update": count},
+        ]
+    }
+
+
+def get_subscription_counts(table: str, request_ids: list[str]) -> dict[str, Any]:
+    """BatchGetItem (at most 100 ids) of the jobs' `subscriptions` counters."""
+    return {
+        "RequestItems": {
+            table: {
+                "Keys": [job_key(r) for r in request_ids],
+                "ProjectionExpression": "pk, subscriptions",
+                "ConsistentRead": True,
+            }
+        }
+    }
+
+
+def subscription_count(item: Item) -> tuple[str, int]:
+    """(request_id, subscriptions) of an item that get_subscription_counts returned."""
+    count = item.get("subscriptions")
+    return item["pk"]["S"].removeprefix("job#"), int(count["N"]) if count else 0
 
 
 def query_subscriptions(table: str, request_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 from conftest import Api
 
-from headrace import jobstore
+from headrace import jobstore, streams
 from headrace.dev.stack import LocalStack
 from headrace.devmodel import DEV_MODEL_NAME
 from infra.provision import AwsClients
@@ -206,6 +207,40 @@ def test_two_subscribers_see_the_same_events(api: Api, stack: LocalStack) -> Non
     mine, theirs = run(two)
     assert mine == theirs
     assert [e["seq"] for e in mine] == list(range(len(mine)))
+
+
+def test_subscribing_to_a_running_http_job_gets_the_rest_live(
+    api: Api, stack: LocalStack, aws: AwsClients
+) -> None:
+    # Nobody follows this job until it has streamed a while: the worker finds the new
+    # subscriber through its shared check of all its running jobs, not a query per job.
+    request_id = api.submit({"prompt": "The mill", "max_new_tokens": 3000, "temperature": 0})
+    table = stack.resources.table_name if stack.resources else ""
+    deadline = time.monotonic() + 30
+    while not aws.dynamodb.query(**streams.query_chunks(table, request_id)).get("Items"):
+        assert time.monotonic() < deadline, "the job never stored its first event"
+        time.sleep(0.02)
+
+    async def follow() -> tuple[dict[str, Any], float, list[Frame]]:
+        async with aiohttp.ClientSession() as session:
+            socket = await connect(session, stack)
+            await socket.send({"action": "subscribe", "request_id": request_id, "from_seq": 0})
+            ack = await socket.ack()
+            await socket.events(request_id, stop_after=1)
+            first_event_at = time.time()
+            events = await socket.events(request_id)
+            await socket.ws.close()
+            return ack, first_event_at, events
+
+    ack, first_event_at, events = run(follow)
+    assert ack["status"] == "RUNNING"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert text_of(events) == api.wait(request_id)["output"]["text"]
+    record = aws.dynamodb.get_item(**jobstore.get_job(table, request_id))["Item"]
+    assert first_event_at < float(record["finished_at"]["N"])  # live, not a replay at the end
+    assert record["subscriptions"]["N"] == "1"
+    subscriptions = aws.dynamodb.query(**streams.query_subscriptions(table, request_id))["Items"]
+    assert [s["attached_by"]["S"] for s in subscriptions] != [streams.HANDLER_ATTACHMENT]
 
 
 def test_subscribe_to_a_finished_http_job_replays_everything(api: Api, stack: LocalStack) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,16 +23,12 @@ from headrace.jobstore import JobRecord
 from headrace.logs import request_context
 from headrace.settings import Settings
 from worker.aws_calls import call_aws
+from worker.leases import Leases, set_visibility
 from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
 from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
+from worker.stream_store import ChunkWriter, SubscriberWatch
 
 logger = logging.getLogger("headrace.worker")
-
-
-@dataclass
-class HeldMessage:
-    receipt_handle: str
-    request_id: str
 
 
 class QueueConsumer:
@@ -62,7 +57,21 @@ class QueueConsumer:
         self.capacity = sum((r.replicas + 1) * r.max_batch_size for r in runners.values())
         self._stopping = False
         self._stream_load = StreamLoad(settings.stream_flushes_per_second)
-        self._held: dict[str, HeldMessage] = {}
+        self._chunk_writer = ChunkWriter(table=settings.table_name, dynamodb=dynamodb, aws=call_aws)
+        self._subscriber_watch = SubscriberWatch(
+            table=settings.table_name,
+            dynamodb=dynamodb,
+            aws=call_aws,
+            interval=settings.subscriber_check_ms / 1000,
+        )
+        self._leases = Leases(
+            settings,
+            sqs=sqs,
+            dynamodb=dynamodb,
+            queue_url=queue_url,
+            worker_id=worker_id,
+            clock=clock,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
 
@@ -73,7 +82,10 @@ class QueueConsumer:
             asyncio.create_task(runner.serve(), name=f"runner-{name}")
             for name, runner in self.runners.items()
         ]
-        background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        background.append(asyncio.create_task(self._leases.keep_alive(), name="heartbeat"))
+        background.append(
+            asyncio.create_task(self._subscriber_watch.run(), name="subscriber-watch")
+        )
         background.append(asyncio.create_task(self._announce_presence(), name="presence"))
         receiving = asyncio.create_task(self._receive_loop(), name="receive")
         logger.info("worker ready", extra={"worker_id": self.worker_id, "capacity": self.capacity})
@@ -96,7 +108,7 @@ class QueueConsumer:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._release_all()
+            await self._leases.release_all()
             await self._withdraw_presence()
             for task in background:
                 task.cancel()
@@ -173,7 +185,7 @@ class QueueConsumer:
         record = await self._claim(job, receipt)
         if record is None:
             return
-        self._held[receipt] = HeldMessage(receipt, job.request_id)
+        self._leases.hold(receipt, job.request_id)
         publisher, resume = await self._open_stream(job, record)
         logger.info(
             "decoding",
@@ -186,6 +198,7 @@ class QueueConsumer:
         )
         watch = Watch(ProgressSignal(asyncio.get_running_loop()))
         following = asyncio.create_task(publisher.follow(watch))
+        self._subscriber_watch.add(publisher)
         try:
             decoded = await runner.complete(job.request_id, job.request, watch=watch, resume=resume)
             try:
@@ -194,7 +207,7 @@ class QueueConsumer:
                 logger.warning("streaming failed; the result is stored all the same: %s", e.detail)
         except DecodeFailed as e:
             following.cancel()
-            self._held.pop(receipt, None)
+            self._leases.drop(receipt)
             if receive_count >= self.settings.max_receive_count:
                 await publisher.fail(e.detail)
             await self._fail_or_retry(job, receipt, receive_count, e.detail)
@@ -202,9 +215,11 @@ class QueueConsumer:
         except BaseException:
             following.cancel()
             raise  # shutdown: the message stays held and run() releases it
-        self._held.pop(receipt, None)
-        await self._succeed(job, receipt, decoded, received_at)
-        await publisher.sweep()
+        finally:
+            self._subscriber_watch.remove(publisher)
+        self._leases.drop(receipt)
+        subscriptions = await self._succeed(job, receipt, decoded, received_at)
+        await publisher.sweep(subscriptions)
 
     async def _open_stream(
         self, job: JobMessage, record: JobRecord
@@ -222,24 +237,30 @@ class QueueConsumer:
             "aws": call_aws,
             "dynamodb": self.dynamodb,
             "post": self.post,
+            "writer": self._chunk_writer,
         }
-        if record.attempts <= 1:
-            return StreamPublisher(**kwargs), None
-        # A retry continues the stream an earlier attempt began, so clients see one text.
-        answer = await call_aws(
-            self.dynamodb.query, **streams.query_chunks(self.settings.table_name, job.request_id)
-        )
-        chunks = [streams.StoredChunk.from_item(item) for item in answer.get("Items", [])]
-        chunks = [c for c in chunks if c.event.error is None]
-        if not chunks:
-            return StreamPublisher(**kwargs), None
-        resume = Resume(
-            token_ids=[i for c in chunks for i in c.token_ids],
-            tokens=[
-                c.event.output.token for c in chunks if c.event.output and c.event.output.token
-            ],
-        )
-        return StreamPublisher.resumed(chunks, **kwargs), resume
+        chunks: list[streams.StoredChunk] = []
+        if record.attempts > 1:
+            # A retry continues the stream an earlier attempt began, so clients see one text.
+            answer = await call_aws(
+                self.dynamodb.query,
+                **streams.query_chunks(self.settings.table_name, job.request_id),
+            )
+            chunks = [streams.StoredChunk.from_item(item) for item in answer.get("Items", [])]
+            chunks = [c for c in chunks if c.event.error is None]
+        resume = None
+        if chunks:
+            publisher = StreamPublisher.resumed(chunks, **kwargs)
+            resume = Resume(
+                token_ids=[i for c in chunks for i in c.token_ids],
+                tokens=[
+                    c.event.output.token for c in chunks if c.event.output and c.event.output.token
+                ],
+            )
+        else:
+            publisher = StreamPublisher(**kwargs)
+        publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
+        return publisher, resume
 
     async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
         now = self.clock()
@@ -281,10 +302,11 @@ class QueueConsumer:
 
     async def _succeed(
         self, job: JobMessage, receipt: str, decoded: Decoded, received_at: float
-    ) -> None:
+    ) -> int | None:
+        """Store the result and delete the message; the job's subscription count as stored."""
         output = decoded.output
         try:
-            await call_aws(
+            answer = await call_aws(
                 self.dynamodb.update_item,
                 **jobstore.finish_job(
                     self.settings.table_name,
@@ -297,7 +319,7 @@ class QueueConsumer:
         except ConditionFailed:
             # Our lease lapsed and another worker owns the job now: its result stands.
             logger.warning("lease lost before the result was stored; discarding this result")
-            return
+            return None
         await self._delete(receipt)
         finished_at = self.clock()
         first = decoded.first_token_at
@@ -311,6 +333,8 @@ class QueueConsumer:
                 "submit_to_done_ms": _ms(finished_at - job.submitted_at),
             },
         )
+        count = answer.get("Attributes", {}).get("subscriptions")
+        return int(count["N"]) if count else None
 
     async def _fail_or_retry(
         self, job: JobMessage, receipt: str, receive_count: int, reason: str
@@ -345,32 +369,7 @@ class QueueConsumer:
             )
         await self._set_visibility(receipt, 0)
 
-    # ---- keeping leases and presence alive --------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        visibility = self.settings.visibility_timeout_seconds
-        while True:
-            await asyncio.sleep(max(0.5, visibility / 3))
-            for held in list(self._held.values()):
-                with request_context(held.request_id):
-                    try:
-                        await call_aws(
-                            self.sqs.change_message_visibility,
-                            QueueUrl=self.queue_url,
-                            ReceiptHandle=held.receipt_handle,
-                            VisibilityTimeout=visibility,
-                        )
-                        await call_aws(
-                            self.dynamodb.update_item,
-                            **jobstore.extend_lease(
-                                self.settings.table_name,
-                                request_id=held.request_id,
-                                worker_id=self.worker_id,
-                                until=self.clock() + visibility,
-                            ),
-                        )
-                    except HeadraceError as e:
-                        logger.warning("could not extend the lease: %s", e.detail)
+    # ---- presence ----------------------------------------------------------------------------
 
     async def _announce_presence(self) -> None:
         ttl = self.settings.presence_ttl_seconds
@@ -403,24 +402,6 @@ class QueueConsumer:
                     ),
                 )
 
-    async def _release_all(self) -> None:
-        """Hand back what shutdown interrupted: job to QUEUED, message visible at once."""
-        for held in list(self._held.values()):
-            with request_context(held.request_id):
-                logger.info("releasing job at shutdown")
-                with contextlib.suppress(ConditionFailed, TransientError, Throttled):
-                    await call_aws(
-                        self.dynamodb.update_item,
-                        **jobstore.release_job(
-                            self.settings.table_name,
-                            request_id=held.request_id,
-                            worker_id=self.worker_id,
-                            now=self.clock(),
-                        ),
-                    )
-                await self._set_visibility(held.receipt_handle, 0)
-        self._held.clear()
-
     # ---- AWS calls --------------------------------------------------------------------------
 
     async def _delete(self, receipt: str) -> None:
@@ -431,15 +412,7 @@ class QueueConsumer:
             logger.warning("could not delete the message: %s", e.detail)
 
     async def _set_visibility(self, receipt: str, seconds: int) -> None:
-        try:
-            await call_aws(
-                self.sqs.change_message_visibility,
-                QueueUrl=self.queue_url,
-                ReceiptHandle=receipt,
-                VisibilityTimeout=seconds,
-            )
-        except HeadraceError as e:
-            logger.warning("could not change message visibility: %s", e.detail)
+        await set_visibility(self.sqs, self.queue_url, receipt, seconds)
 
 
 def _ms(seconds: float) -> float:

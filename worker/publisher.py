@@ -3,6 +3,8 @@
 Tokens are coalesced (by time and size) into events with increasing `seq`. Every event is
 stored before it is posted, so a client that reconnects can `subscribe` from any seq and
 replay what it missed. A connection that answers 410 Gone is dropped; decoding goes on.
+Chunks go through the worker's shared `ChunkWriter`, and new subscribers are found through its
+`SubscriberWatch` (worker/stream_store.py), not by each job on its own.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from headrace.contracts import (
 from headrace.errors import ConditionFailed, HeadraceError
 from worker.decoding import ItemDecoder
 from worker.scheduler import Watch
+from worker.stream_store import ChunkWriter
 
 logger = logging.getLogger("headrace.stream")
 
 # WebSocket messages are limited to 128 KB. A delta of 16,384 characters stays under 64 KB of
 # JSON even when every character takes 4 bytes.
 MAX_DELTA_CHARS = 16_384
-_BATCH_WRITE_LIMIT = 25
 
 AwsCall = Callable[..., Awaitable[Any]]
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
@@ -58,9 +60,9 @@ class StreamSettings:
     table: str
     flush_interval: float = 0.05  # while a connection follows the job
     # While nobody follows, events are still stored (for a later subscribe) but coarser:
-    # every store is a DynamoDB write competing with decoding for the machine.
+    # every store is a DynamoDB write competing with decoding for the machine. These flushes
+    # fall on a clock shared by all of a worker's streams, so the ChunkWriter batches them.
     unfollowed_flush_interval: float = 0.5
-    subscriber_refresh_interval: float = 0.25
     expires_at: int = 0
     load: StreamLoad = field(default_factory=StreamLoad)
 
@@ -79,12 +81,16 @@ class StreamPublisher:
     aws: AwsCall  # worker's retrying AWS call wrapper: aws(operation, **kwargs)
     dynamodb: Any
     post: Post
+    writer: ChunkWriter
     events: list[StreamEvent] = field(default_factory=list)
     # From a resumed attempt: what earlier events already showed.
     text_sent: int = 0
     tokens_sent: int = 0
     _followers: dict[str, _Follower] = field(default_factory=dict)
-    _refreshed_at: float = 0.0
+    # The job record's count of subscriptions: the highest seen, and the one last attached.
+    _subscriptions_seen: int = 0
+    _subscriptions_attached: int = 0
+    _attention: asyncio.Event = field(default_factory=asyncio.Event)
     _finished: bool = False
 
     @property
@@ -100,6 +106,17 @@ class StreamPublisher:
                 publisher.text_sent += len(chunk.event.output.text)
         publisher.tokens_sent = sum(len(c.token_ids) for c in chunks)
         return publisher
+
+    def subscriptions_seen(self, count: int) -> None:
+        """The job record counts `count` subscriptions; new ones are attached at the next flush,
+        which comes at once."""
+        if count > self._subscriptions_seen:
+            self._subscriptions_seen = count
+            self._attention.set()
+
+    @property
+    def _new_subscriptions(self) -> bool:
+        return self._subscriptions_seen > self._subscriptions_attached
 
     # ---- following the decoder --------------------------------------------------------------
 
@@ -117,15 +134,29 @@ class StreamPublisher:
                     self.settings.load.followed += 1 if counted else -1
                 # The first event goes out at once (time to first token); later ones coalesce.
                 if self.events and not decoder.snapshot[2]:
-                    await asyncio.sleep(
-                        self.settings.load.interval(self.settings.flush_interval)
-                        if self._followers
-                        else self.settings.unfollowed_flush_interval
-                    )
+                    await self._pause(watch)
                 await self.publish(decoder)
         finally:
             if counted:
                 self.settings.load.followed -= 1
+
+    async def _pause(self, watch: Watch) -> None:
+        """Until the next flush is due, a new subscriber waits, or the job ends (its last event
+        must not wait for the next flush: the job is final only once it is stored)."""
+        if self._new_subscriptions or watch.ended.is_set():
+            return
+        if self._followers:
+            delay = self.settings.load.interval(self.settings.flush_interval)
+        else:
+            interval = self.settings.unfollowed_flush_interval
+            delay = interval - time.monotonic() % interval
+        self._attention.clear()
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._attention, watch.ended)]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def publish(self, decoder: ItemDecoder) -> None:
         if self._finished:
@@ -133,8 +164,9 @@ class StreamPublisher:
         text, num_tokens, finished = decoder.snapshot
         new = self._events_for(decoder, text, num_tokens, finished)
         if new:
-            await self._store(new, decoder)
-        await self._deliver(force_refresh=finished)
+            await self._store(new)
+        # Subscribers that arrive from here until the job is final are found by `sweep`.
+        await self._deliver(refresh=self._new_subscriptions)
         self._finished = finished
 
     def _events_for(
@@ -216,16 +248,14 @@ class StreamPublisher:
                 error=message, timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             ),
         )
-        await self._store([(StreamEvent(request_id=self.request_id, error=error), [])], None)
-        await self._deliver(force_refresh=True)
+        await self._store([(StreamEvent(request_id=self.request_id, error=error), [])])
+        await self._deliver(refresh=True)
         self._finished = True
 
     # ---- storing ----------------------------------------------------------------------------
 
-    async def _store(
-        self, new: list[tuple[StreamEvent, list[int]]], decoder: ItemDecoder | None
-    ) -> None:
-        requests = []
+    async def _store(self, new: list[tuple[StreamEvent, list[int]]]) -> None:
+        items = []
         for event, token_ids in new:
             event.seq = self.next_seq
             self.events.append(event)
@@ -236,28 +266,27 @@ class StreamPublisher:
                 token_ids=token_ids,
                 expires_at=self.settings.expires_at,
             )["Item"]
-            requests.append({"PutRequest": {"Item": item}})
-        for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
-            pending = {self.settings.table: requests[start : start + _BATCH_WRITE_LIMIT]}
-            for _ in range(5):
-                answer = await self.aws(self.dynamodb.batch_write_item, RequestItems=pending)
-                pending = answer.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise HeadraceError("could not store stream chunks")
+            items.append(item)
+        await self.writer.put(items)
 
     # ---- delivering -------------------------------------------------------------------------
 
-    async def sweep(self) -> None:
-        """After the job is final: deliver to anyone who subscribed in the last moment."""
-        await self._deliver(force_refresh=True)
+    async def sweep(self, subscriptions: int | None) -> None:
+        """After the job is final: deliver to anyone who subscribed in the last moment.
 
-    async def _deliver(self, *, force_refresh: bool) -> None:
-        now = time.monotonic()
-        if force_refresh or now - self._refreshed_at >= self.settings.subscriber_refresh_interval:
-            self._refreshed_at = now
+        `subscriptions` is the job record's count as the final write left it (None: unknown,
+        so look). Who subscribes after that write sees the job final, and its handler replays.
+        """
+        if subscriptions is None:
+            await self._deliver(refresh=True)
+            return
+        self.subscriptions_seen(subscriptions)
+        await self._deliver(refresh=self._new_subscriptions)
+
+    async def _deliver(self, *, refresh: bool) -> None:
+        if refresh:
+            # Taken before the query: a count seen while it runs triggers another look.
+            self._subscriptions_attached = self._subscriptions_seen
             await self._attach_new()
         for connection_id, follower in list(self._followers.items()):
             await self._send(connection_id, follower)

@@ -64,6 +64,7 @@ class Watch:
     signal: ProgressSignal
     decoder: ItemDecoder | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # result or failure is set
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ class ModelRunner:
         pending.future.set_result(Decoded(decoder.finish(), decoder.first_token_at))
         if pending.watch is not None:
             pending.watch.signal.notify()  # the final snapshot, if the engine ended the item
+            pending.watch.ended.set()
 
 
 MAX_SKIPS = 2

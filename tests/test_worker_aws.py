@@ -1,0 +1,235 @@
+"""The worker's pooled AWS traffic, against a real moto server and the template's resources:
+the shared chunk writer, the subscriber watch, and the batched heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import aioboto3
+import boto3
+import pytest
+
+from headrace import jobstore, streams
+from headrace.contracts import CompletionRequest, StreamEvent, StreamOutput
+from headrace.dev.moto import MOTO_CREDENTIALS
+from headrace.errors import ConditionFailed, NotFound
+from headrace.settings import Settings
+from infra.provision import AwsClients, ProvisionedResources, provision
+from worker.aws_calls import call_aws
+from worker.leases import Leases
+from worker.stream_store import ChunkWriter, SubscriberWatch
+
+T = TypeVar("T")
+REQUEST = CompletionRequest(prompt="x", max_new_tokens=4)
+
+
+@pytest.fixture
+def resources(moto_endpoint: str) -> Iterator[ProvisionedResources]:
+    session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
+    clients = AwsClients.create(moto_endpoint, session=session)
+    try:
+        yield provision(clients, stack_name=f"w{uuid.uuid4().hex[:10]}")
+    finally:
+        clients.close()
+
+
+def run(moto_endpoint: str, body: Callable[[Any, Any], Awaitable[T]]) -> T:
+    async def with_clients() -> T:
+        session = aioboto3.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
+        async with (
+            session.client("dynamodb", endpoint_url=moto_endpoint) as dynamodb,
+            session.client("sqs", endpoint_url=moto_endpoint) as sqs,
+        ):
+            return await body(dynamodb, sqs)
+
+    return asyncio.run(asyncio.wait_for(with_clients(), 60))
+
+
+class CountingAws:
+    """The worker's own AWS call, counted by operation."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    async def __call__(self, operation: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
+        name = operation.__name__
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return await call_aws(operation, **kwargs)
+
+
+def chunk(table: str, request_id: str, seq: int) -> jobstore.Item:
+    event = StreamEvent(
+        request_id=request_id,
+        seq=seq,
+        output=StreamOutput(text=f"t{seq}", finished=False, num_completion_tokens=seq + 1),
+    )
+    item: jobstore.Item = streams.put_chunk(
+        table, request_id=request_id, event=event, token_ids=[seq], expires_at=0
+    )["Item"]
+    return item
+
+
+def test_chunks_of_many_streams_share_batch_writes(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    table = resources.table_name
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[CountingAws, list[int]]:
+        aws = CountingAws()
+        writer = ChunkWriter(table=table, dynamodb=dynamodb, aws=aws)
+        # 30 streams flush at the same moment, two chunks each, as on a shared flush clock.
+        await asyncio.gather(*(writer.put([chunk(table, r, 0), chunk(table, r, 1)]) for r in ids))
+        stored = []
+        for request_id in ids:
+            answer = await dynamodb.query(**streams.query_chunks(table, request_id))
+            stored.append(len(answer["Items"]))
+        return aws, stored
+
+    aws, stored = run(moto_endpoint, body)
+    assert stored == [2] * 30  # every chunk was stored before its put returned
+    assert aws.calls == {"batch_write_item": 3}  # 60 items, 25 a call
+
+
+def test_a_failed_write_fails_the_puts_it_carried(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    async def body(dynamodb: Any, sqs: Any) -> None:
+        writer = ChunkWriter(table="no-such-table", dynamodb=dynamodb, aws=call_aws)
+        with pytest.raises(NotFound):
+            await writer.put([chunk("no-such-table", str(uuid.uuid4()), 0)])
+
+    run(moto_endpoint, body)
+
+
+class Follower:
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.seen: list[int] = []
+
+    def subscriptions_seen(self, count: int) -> None:
+        self.seen.append(count)
+
+
+def test_the_watch_reads_every_running_jobs_subscriptions_in_one_call(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    table = resources.table_name
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[CountingAws, list[list[int]]]:
+        for request_id in ids:
+            await dynamodb.put_item(
+                **jobstore.put_new_job(
+                    table,
+                    request_id=request_id,
+                    owner="o",
+                    model="m",
+                    request=REQUEST,
+                    now=time.time(),
+                    ttl_seconds=60,
+                )
+            )
+        # Two connections follow the second job, as the WebSocket handler records them.
+        for connection in ("c1", "c2"):
+            await dynamodb.transact_write_items(
+                **streams.add_subscription(
+                    table,
+                    request_id=ids[1],
+                    connection_id=connection,
+                    endpoint="http://x",
+                    from_seq=0,
+                    now=time.time(),
+                )
+            )
+        aws = CountingAws()
+        watch = SubscriberWatch(table=table, dynamodb=dynamodb, aws=aws, interval=1.0)
+        followers = [Follower(r) for r in ids]
+        for follower in followers:
+            watch.add(follower)
+        watch.remove(followers[2])
+        await watch.check()
+        return aws, [f.seen for f in followers]
+
+    aws, seen = run(moto_endpoint, body)
+    assert seen == [[0], [2], []]
+    assert aws.calls == {"batch_get_item": 1}
+
+
+def test_a_subscription_to_a_missing_job_is_refused(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    async def body(dynamodb: Any, sqs: Any) -> None:
+        request = streams.add_subscription(
+            resources.table_name,
+            request_id=str(uuid.uuid4()),
+            connection_id="c",
+            endpoint="http://x",
+            from_seq=0,
+            now=time.time(),
+        )
+        with pytest.raises(ConditionFailed):
+            await call_aws(dynamodb.transact_write_items, **request)
+
+    run(moto_endpoint, body)
+
+
+def test_one_heartbeat_extends_every_held_message_and_lease(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    settings = Settings(table_name=resources.table_name, visibility_timeout_seconds=30)
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[CountingAws, list[float], int]:
+        url = resources.queue_url
+        for i in range(12):
+            await sqs.send_message(QueueUrl=url, MessageBody=str(i))
+        messages: list[dict[str, Any]] = []
+        while len(messages) < 12:
+            answer = await sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=2
+            )
+            messages += answer.get("Messages", [])
+        now = time.time()
+        aws = CountingAws()
+        leases = Leases(
+            settings,
+            sqs=sqs,
+            dynamodb=dynamodb,
+            queue_url=url,
+            worker_id="w1",
+            clock=time.time,
+            aws=aws,
+        )
+        for message in messages:
+            request_id = str(uuid.uuid4())
+            await dynamodb.update_item(
+                **jobstore.claim_job(
+                    settings.table_name,
+                    request_id=request_id,
+                    owner="o",
+                    model="m",
+                    request=REQUEST,
+                    worker_id="w1",
+                    now=now,
+                    lease_seconds=2,
+                    ttl_seconds=60,
+                )
+            )
+            leases.hold(message["ReceiptHandle"], request_id)
+        await leases.extend()
+        await asyncio.sleep(2.5)  # past the visibility and lease they were received with
+        again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        expiries = []
+        for held in list(leases._held.values()):
+            item = await dynamodb.get_item(**jobstore.get_job(settings.table_name, held.request_id))
+            expiries.append(float(item["Item"]["lease_expires_at"]["N"]) - now)
+        return aws, expiries, len(again.get("Messages", []))
+
+    aws, expiries, visible_again = run(moto_endpoint, body)
+    assert visible_again == 0
+    assert len(expiries) == 12 and all(e > 25 for e in expiries)
+    assert aws.calls == {"change_message_visibility_batch": 2, "update_item": 12}
