@@ -1,64 +1,124 @@
-"""Batch selection: similar prompt lengths together, the oldest job always included."""
+"""The scheduler with the real engine (the dev model, two replicas): when a free replica starts,
+holds for company, or gives way to a burst."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any, cast
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from worker.engine import SamplingParams
-from worker.scheduler import select_batch
+import pytest
 
-GREEDY = SamplingParams(top_k=1)
-SAMPLED = SamplingParams(top_k=0, temperature=0.7)
-
-
-def job(prompt_len: int, params: SamplingParams = GREEDY, skipped: int = 0) -> Any:
-    return SimpleNamespace(prompt=["t"] * prompt_len, params=params, skipped=skipped)
-
-
-def lengths(batch: list[Any]) -> list[int]:
-    return [len(p.prompt) for p in batch]
+from headrace.contracts import CompletionRequest
+from worker.decoding import TextCodec
+from worker.engine import Engine, EngineConfig
+from worker.scheduler import BURST, Decoded, ModelRunner
 
 
-def test_small_queue_goes_whole_sorted_by_length() -> None:
-    pending = [job(30), job(10), job(20)]
-    assert lengths(select_batch(cast(Any, pending), 8)) == [10, 20, 30]
+@pytest.fixture(scope="module")
+def engine(dev_model_dir: Path) -> Iterator[Engine]:
+    loaded = Engine(dev_model_dir, EngineConfig("cpu", "default", 2, 1))
+    yield loaded
+    loaded.close()
 
 
-def test_prompts_too_far_apart_do_not_share_a_batch() -> None:
-    pending = [job(25), job(225), job(140), job(30)]
-    assert lengths(select_batch(cast(Any, pending), 16)) == [25, 30]
+def runner(engine: Engine, dev_model_dir: Path, *, hold: float = 2.0) -> ModelRunner:
+    codec = TextCodec.from_file(
+        dev_model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
+    )
+    return ModelRunner(
+        "dev", engine, codec, max_batch_size=8, max_batch_wait=0.01, max_batch_hold=hold
+    )
 
 
-def test_the_fullest_window_within_the_spread_wins() -> None:
-    pending = [job(200), job(10), job(60), job(70), job(80), job(90), job(100)]
-    assert lengths(select_batch(cast(Any, pending), 16)) == [60, 70, 80, 90, 100]
+def greedy(prompt: str, tokens: int) -> CompletionRequest:
+    return CompletionRequest(prompt=prompt, max_new_tokens=tokens, temperature=0)
 
 
-def test_the_tightest_window_among_all_pending() -> None:
-    pending = [job(100), job(10), job(250), job(95), job(12), job(11), job(240), job(13)]
-    assert lengths(select_batch(cast(Any, pending), 4)) == [10, 11, 12, 13]
+def batches(caplog: pytest.LogCaptureFixture) -> list[list[str]]:
+    return [r.requests for r in caplog.records if r.getMessage() == "batch started"]  # type: ignore[attr-defined]
 
 
-def test_a_job_passed_over_twice_anchors_the_next_batch() -> None:
-    pending = [job(300, skipped=2), *[job(n) for n in (10, 11, 12, 13, 14, 290)]]
-    batch = select_batch(cast(Any, pending), 3)
-    assert lengths(batch) == [290, 300]
-    lone = [job(300, skipped=2), *[job(n) for n in (10, 11, 12)]]
-    assert lengths(select_batch(cast(Any, lone), 3)) == [300]
+async def serving(model: ModelRunner, body: Any) -> Any:
+    task = asyncio.create_task(model.serve())
+    try:
+        return await asyncio.wait_for(body(), 60)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
-def test_a_job_passed_over_once_does_not_anchor_yet() -> None:
-    pending = [job(300, skipped=1), *[job(n) for n in (10, 11, 12, 13, 14)]]
-    assert lengths(select_batch(cast(Any, pending), 3)) == [10, 11, 12]
+def test_a_lone_job_on_an_idle_worker_starts_without_holding(
+    engine: Engine, dev_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = runner(engine, dev_model_dir, hold=30.0)
+
+    async def body() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await model.complete("lone", greedy("The river", 8))
+        return loop.time() - start
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    took = asyncio.run(serving(model, body))
+    assert batches(caplog) == [["lone"]]
+    assert took < 30.0  # it did not wait out the hold meant for bursts
 
 
-def test_only_jobs_with_the_anchors_sampling_options() -> None:
-    pending = [job(10, SAMPLED), job(10), job(11, SAMPLED), job(12)]
-    batch = select_batch(cast(Any, pending), 8)
-    assert all(p.params == SAMPLED for p in batch)
-    assert len(batch) == 2
+def test_a_busy_worker_holds_a_free_replica_while_jobs_keep_arriving(
+    engine: Engine, dev_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = runner(engine, dev_model_dir)
+
+    async def body() -> list[Decoded]:
+        # Two long jobs together: a batch that does not give way (only a lone job's does).
+        long = [
+            asyncio.create_task(model.complete(f"long{i}", greedy("The mill", 1500)))
+            for i in range(2)
+        ]
+        await asyncio.sleep(0.5)  # they have a replica to themselves
+        arrivals = []
+        for i in range(4):  # one every 0.1 s, closer together than the scheduler's quiet gap
+            arrivals.append(asyncio.create_task(model.complete(f"j{i}", greedy("Water", 20))))
+            await asyncio.sleep(0.1)
+        return [*(await asyncio.gather(*arrivals)), *(await asyncio.gather(*long))]
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    results = asyncio.run(serving(model, body))
+    assert [sorted(b) for b in batches(caplog)] == [["long0", "long1"], ["j0", "j1", "j2", "j3"]]
+    assert [r.output.num_completion_tokens for r in results[:4]] == [20] * 4
 
 
-def test_empty() -> None:
-    assert select_batch([], 4) == []
+def test_a_lone_job_gives_way_to_a_burst_and_loses_nothing(
+    engine: Engine, dev_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    alone = runner(engine, dev_model_dir)
+    undisturbed = asyncio.run(
+        serving(alone, lambda: alone.complete("first", greedy("The mill", 3000)))
+    )
+    model = runner(engine, dev_model_dir)
+
+    async def body() -> Decoded:
+        first = asyncio.create_task(model.complete("first", greedy("The mill", 3000)))
+        await asyncio.sleep(0.2)  # it is decoding, on its own
+        burst = [
+            asyncio.create_task(model.complete(f"b{i}", greedy("The mill", 40)))
+            for i in range(BURST)
+        ]
+        await asyncio.gather(*burst)
+        return await first
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    result = asyncio.run(serving(model, body))
+    assert "batch gives way to a burst" in [r.getMessage() for r in caplog.records]
+    started = batches(caplog)
+    assert started[0] == ["first"]
+    assert any("first" in b for b in started[1:])  # back among the others, planned with them
+    assert sorted(r for b in started[1:] for r in b if r != "first") == [
+        f"b{i}" for i in range(BURST)
+    ]
+    # Restarted from its own tokens, the job says exactly what it would have said alone.
+    assert result.output == undisturbed.output
+    assert result.output.num_completion_tokens == 3000

@@ -52,18 +52,23 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
         codec = TextCodec.from_file(
             model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
         )
-        batch_size, batch_wait_ms = default_batching(engine.device)
-        if settings.max_batch_size > 0:
-            batch_size = settings.max_batch_size
-        if settings.max_batch_wait_ms >= 0:
-            batch_wait_ms = settings.max_batch_wait_ms
+        defaults = default_batching(engine.device)
         runner = ModelRunner(
-            name, engine, codec, max_batch_size=batch_size, max_batch_wait=batch_wait_ms / 1000
+            name,
+            engine,
+            codec,
+            max_batch_size=settings.max_batch_size or defaults.max_batch_size,
+            max_batch_wait=_chosen(settings.max_batch_wait_ms, defaults.max_batch_wait_ms) / 1000,
+            max_batch_hold=_chosen(settings.max_batch_hold_ms, defaults.max_batch_hold_ms) / 1000,
         )
         runner.warm_up()
         runners[name] = runner
         logger.info("model ready", extra={"model": name})
     return runners
+
+
+def _chosen(setting_ms: int, default_ms: int) -> int:
+    return setting_ms if setting_ms >= 0 else default_ms  # -1: the device's default
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

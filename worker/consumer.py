@@ -52,9 +52,11 @@ class QueueConsumer:
         self.worker_id = worker_id
         self.post = post
         self.clock = clock
-        # Hold what the engines run plus one batch waiting for the first free replica (so it
-        # starts full), and no more, so other workers are not starved.
-        self.capacity = sum((r.replicas + 1) * r.max_batch_size for r in runners.values())
+        # Hold what the engines run plus one batch more per replica, and no more, so other
+        # workers are not starved. The scheduler plans batches among what it holds: with one
+        # batch of slack a burst reached it in pieces, and the longest prompts, arriving last,
+        # made the last batch (the benchmark's tail).
+        self.capacity = sum(2 * r.replicas * r.max_batch_size for r in runners.values())
         self._stopping = False
         self._stream_load = StreamLoad(settings.stream_flushes_per_second)
         self._chunk_writer = ChunkWriter(table=settings.table_name, dynamodb=dynamodb, aws=call_aws)
@@ -182,11 +184,12 @@ class QueueConsumer:
             logger.warning("model not served by this worker", extra={"model": job.model})
             await self._set_visibility(receipt, 5)
             return
-        record = await self._claim(job, receipt)
-        if record is None:
-            return
-        self._leases.hold(receipt, job.request_id)
-        publisher, resume = await self._open_stream(job, record)
+        with runner.arriving():  # the scheduler holds its batch while jobs are on their way
+            record = await self._claim(job, receipt)
+            if record is None:
+                return
+            self._leases.hold(receipt, job.request_id)
+            publisher, resume = await self._open_stream(job, record)
         logger.info(
             "decoding",
             extra={

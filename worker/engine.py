@@ -62,17 +62,25 @@ def default_threads(device: str) -> tuple[int, int]:
     return max(1, cores), 1
 
 
-def default_batching(device: str) -> tuple[int, int]:
-    """(max_batch_size, max_batch_wait_ms) for the device.
+@dataclass(frozen=True)
+class BatchingDefaults:
+    max_batch_size: int
+    max_batch_wait_ms: int  # an idle worker waits this long for company
+    max_batch_hold_ms: int  # a busy one, while jobs keep arriving
+
+
+def default_batching(device: str) -> BatchingDefaults:
+    """Batching defaults for the device.
 
     Measured on 2 CPU cores with a GPT-2-small-shaped int8 model (bench/): once batches are
     grouped by prompt length, batch sizes 8 to 32 were within noise, 4 clearly worse; 16 keeps
-    memory lower. A CPU decoding step takes 30-60 ms, so waiting 25 ms for company is cheap;
-    a GPU step is far faster and batches far larger.
+    memory lower. A CPU decoding step takes 30-60 ms and a full batch runs for 10-20 s, so
+    waiting 25 ms for company when idle is cheap, and up to 4 s during a burst pays. A GPU
+    step is far faster and batches far larger.
     """
     if device == "cuda":
-        return 32, 10
-    return 16, 25
+        return BatchingDefaults(32, 10, 200)
+    return BatchingDefaults(16, 25, 4000)
 
 
 class Engine:

@@ -1,26 +1,49 @@
 """Dynamic batching: held jobs are grouped into engine batches, one per free replica.
 
 CTranslate2 cannot add a request to a running batch, so the scheduler waits for a free replica
-first and only then forms a batch from everything that arrived meanwhile (up to the maximum
-batch size, after at most `max_batch_wait` for company). Items that finish early stop in the
-callback, so a short job never decodes past its own end.
+first and only then forms a batch (worker/batching.py) from everything that arrived meanwhile.
+How long a free replica waits for company:
+
+- a lone job on an idle worker (nothing running, nothing else arriving) waits
+  `max_batch_wait`, a moment, and starts: the first token comes about a prefill later;
+- otherwise it waits while jobs are on their way (being claimed) or keep coming (one came
+  within QUIET_S), for at most `max_batch_hold`. A batch runs for seconds and nothing can
+  join it later, so during a burst it pays to plan with the whole burst in view, even when a
+  full batch could start earlier: it would be a looser one (wider prompt spread).
+
+A lone job started that way may turn out to be the first of a burst. Then its batch gives way
+(stops after its current token) while it is young, and the job goes back to the others with
+what it generated, which the next batch takes as part of its prompt: the burst is planned
+whole, and its first job loses only a prefill.
+
+Items that finish early stop in the callback, so a short job never decodes past its own end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from headrace.contracts import CompletionOutput, CompletionRequest, TokenOutput
 from headrace.errors import HeadraceError
 from headrace.logs import request_context
+from worker.batching import select_batch
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step
 
 logger = logging.getLogger("headrace.scheduler")
+
+
+# A busy worker stops waiting for company once no job has come for this long (a burst reaches
+# the worker in clumps a receive apart: 0.1-0.3 s locally).
+QUIET_S = 0.25
+# A lone job's batch gives way once this many more jobs wait to be batched.
+BURST = 3
 
 
 class DecodeFailed(HeadraceError):
@@ -82,8 +105,8 @@ class _Pending:
     future: asyncio.Future[Decoded]
     prompt: list[str]  # what the engine is fed: prompt tokens, then any resumed tokens
     decoder: ItemDecoder
+    held_since: float  # loop time it was handed over: bounds how long batching passes it over
     watch: Watch | None = None
-    skipped: int = 0  # batches formed without it; bounds how long select_batch can pass it over
     params: SamplingParams = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +115,20 @@ class _Pending:
     @property
     def remaining_tokens(self) -> int:
         return max(1, self.request.max_new_tokens - self.decoder.num_completion_tokens)
+
+
+@dataclass
+class _Run:
+    """A batch on a replica."""
+
+    batch: list[_Pending]
+    started_at: float
+    gives_way: bool  # a lone job started on an idle worker: yields to a burst while young
+    tokens_at_start: list[int] = field(init=False)
+    stopping: bool = False  # read by the engine's thread: every item stops at its next token
+
+    def __post_init__(self) -> None:
+        self.tokens_at_start = [p.decoder.num_completion_tokens for p in self.batch]
 
 
 class ModelRunner:
@@ -105,18 +142,22 @@ class ModelRunner:
         *,
         max_batch_size: int,
         max_batch_wait: float,
+        max_batch_hold: float,
     ) -> None:
         self.name = name
         self.engine = engine
         self.codec = codec
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
+        self.max_batch_hold = max_batch_hold
         self.replicas = engine.inter_threads
         self._pending: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._free_replicas = asyncio.Semaphore(self.replicas)
         self._executor = ThreadPoolExecutor(self.replicas, thread_name_prefix=f"decode-{name}")
-        self._batches: set[asyncio.Task[None]] = set()
+        self._runs: dict[asyncio.Task[None], _Run] = {}
+        self._last_arrival = 0.0
+        self._arriving = 0  # jobs received for this model but not yet handed to `complete`
 
     async def complete(
         self,
@@ -134,9 +175,25 @@ class ModelRunner:
             prompt += [self.codec.token(i) for i in resume.token_ids]
         if watch is not None:
             watch.decoder = decoder
-        self._pending.append(_Pending(request_id, request, future, prompt, decoder, watch))
+        self._last_arrival = asyncio.get_running_loop().time()
+        self._pending.append(
+            _Pending(request_id, request, future, prompt, decoder, self._last_arrival, watch)
+        )
         self._arrived.set()
+        self._give_way_to_burst()
         return await future
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around the work between receiving a job and `complete`: a busy worker's free replica
+        waits for it (within `max_batch_hold`)."""
+        self._arriving += 1
+        self._give_way_to_burst()
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._arrived.set()
 
     def warm_up(self) -> None:
         """Run one tiny decode so the first real request does not pay for lazy initialisation."""
@@ -156,48 +213,81 @@ class ModelRunner:
             while True:
                 await self._free_replicas.acquire()
                 try:
-                    batch = await self._next_batch()
+                    run = await self._next_run()
                 except BaseException:
                     self._free_replicas.release()
                     raise
-                task = asyncio.create_task(self._run_batch(batch))
-                self._batches.add(task)
-                task.add_done_callback(self._batches.discard)
+                task = asyncio.create_task(self._run_batch(run))
+                self._runs[task] = run
+                task.add_done_callback(self._runs.pop)
         finally:
             for pending in self._pending:
                 pending.future.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _next_batch(self) -> list[_Pending]:
-        while not self._pending:
+    async def _next_run(self) -> _Run:
+        while not self._live_pending():
             self._arrived.clear()
             await self._arrived.wait()
-        if len(self._pending) < self.max_batch_size and self.max_batch_wait > 0:
-            # A replica is free but the batch is not full: give jobs arriving right now a
-            # moment to join, since nothing can join once the batch runs.
+        if self._lone_on_idle() and self.max_batch_wait > 0:
             await asyncio.sleep(self.max_batch_wait)
-        batch = select_batch(
-            [p for p in self._pending if not p.future.cancelled()], self.max_batch_size
-        )
+        lone = self._lone_on_idle()
+        if not lone:
+            await self._hold_for_company()
+        batch = self._select()
         chosen = {id(p) for p in batch}
-        self._pending = collections.deque(
-            p for p in self._pending if id(p) not in chosen and not p.future.cancelled()
-        )
-        for passed_over in self._pending:
-            passed_over.skipped += 1
+        self._pending = collections.deque(p for p in self._live_pending() if id(p) not in chosen)
         if self._pending:
             self._arrived.set()
-        return batch
+        return _Run(batch, asyncio.get_running_loop().time(), gives_way=lone)
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    def _lone_on_idle(self) -> bool:
+        running = any(not task.done() for task in self._runs)
+        return not running and not self._arriving and len(self._live_pending()) == 1
+
+    def _give_way_to_burst(self) -> None:
+        waiting = len(self._live_pending()) + self._arriving
+        if waiting < BURST:
+            return
+        now = asyncio.get_running_loop().time()
+        for run in self._runs.values():
+            if run.gives_way and not run.stopping and now - run.started_at < self.max_batch_hold:
+                run.stopping = True
+                logger.info(
+                    "batch gives way to a burst",
+                    extra={"model": self.name, "requests": [p.request_id for p in run.batch]},
+                )
+
+    async def _hold_for_company(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_batch_hold
+        quiet = min(QUIET_S, self.max_batch_hold / 8)
+        while True:
+            # Jobs on their way may make a tighter batch than a full one of what is here.
+            wake = deadline if self._arriving else min(deadline, self._last_arrival + quiet)
+            if loop.time() >= wake:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wake - loop.time())
+
+    def _select(self) -> list[_Pending]:
+        now = asyncio.get_running_loop().time()
+        return select_batch(self._live_pending(), self.max_batch_size, now)
+
+    def _live_pending(self) -> list[_Pending]:
+        return [p for p in self._pending if not p.future.cancelled()]
+
+    async def _run_batch(self, run: _Run) -> None:
         try:
-            if batch:
-                await self._decode(batch)
+            if run.batch:
+                await self._decode(run)
         finally:
             self._free_replicas.release()
 
-    async def _decode(self, batch: list[_Pending]) -> None:
+    async def _decode(self, run: _Run) -> None:
         loop = asyncio.get_running_loop()
+        batch = run.batch
         for pending in batch:
             if pending.watch is not None:
                 pending.watch.started.set()
@@ -214,7 +304,7 @@ class ModelRunner:
                 if stop and pending.decoder.finished:
                     # Its result is ready now: the job need not wait for the rest of the batch.
                     loop.call_soon_threadsafe(self._resolve, pending)
-                return stop
+                return stop or run.stopping
             except Exception as e:
                 failures[step.index] = e
                 return True
@@ -250,8 +340,16 @@ class ModelRunner:
                 with request_context(pending.request_id):
                     logger.error("decode failed: %r", failures[index])
                 pending.future.set_exception(DecodeFailed(f"decode error: {failures[index]}"))
+            elif run.stopping and not pending.decoder.finished and not pending.future.done():
+                self._requeue(pending, since=run.tokens_at_start[index])
             else:
                 self._resolve(pending)
+
+    def _requeue(self, pending: _Pending, *, since: int) -> None:
+        """Back among the waiting jobs; what it generated becomes part of its prompt."""
+        pending.prompt += [self.codec.token(i) for i in pending.decoder.token_ids[since:]]
+        self._pending.appendleft(pending)
+        self._arrived.set()
 
     def _resolve(self, pending: _Pending) -> None:
         if pending.future.done():
@@ -261,45 +359,3 @@ class ModelRunner:
         if pending.watch is not None:
             pending.watch.signal.notify()  # the final snapshot, if the engine ended the item
             pending.watch.ended.set()
-
-
-MAX_SKIPS = 2
-# Most prompt tokens a batch may span. A batch of 16 in the benchmark's best CTranslate2
-# batching (its 64 jobs sorted by prompt length, cut in four) spans about 60; a batch of 4
-# spanning 200 took longer than a batch of 16 spanning 56 (bench/, 2 CPU cores).
-MAX_PROMPT_SPREAD = 64
-
-
-def select_batch(pending: list[_Pending], max_batch_size: int) -> list[_Pending]:
-    """The jobs that batch best together, without starving any.
-
-    CTranslate2 forwards the prompts of a batch in one pass only up to the shortest prompt;
-    the rest is fed one decoding step at a time, so one long prompt among short ones costs the
-    whole batch hundreds of steps. So a batch is a window of similar prompt lengths, spanning
-    at most MAX_PROMPT_SPREAD tokens: among the jobs with the same sampling options, the
-    fullest such window (then the tightest). A job passed over MAX_SKIPS times anchors the
-    next batch, its window chosen around it, so none waits for ever.
-    """
-    if not pending:
-        return []
-    overdue = [p for p in pending if p.skipped >= MAX_SKIPS]
-    anchor = overdue[0] if overdue else pending[0]
-    alike = sorted((p for p in pending if p.params == anchor.params), key=lambda p: len(p.prompt))
-    lengths = [len(p.prompt) for p in alike]
-    at = alike.index(anchor)
-    best: tuple[int, int, int] | None = None  # (-size, spread, start)
-    for start in range(at + 1 if overdue else len(alike)):
-        end = start
-        while (
-            end + 1 < len(alike)
-            and end + 1 - start < max_batch_size
-            and lengths[end + 1] - lengths[start] <= MAX_PROMPT_SPREAD
-        ):
-            end += 1
-        if overdue and end < at:
-            continue  # must contain the anchor
-        candidate = (-(end - start + 1), lengths[end] - lengths[start], start)
-        best = candidate if best is None else min(best, candidate)
-    assert best is not None
-    size, _, start = best
-    return alike[start : start - size]

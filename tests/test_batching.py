@@ -1,0 +1,114 @@
+"""The batch policy: similar prompt lengths together, the most work first, none starved."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from worker.batching import MAX_PROMPT_SPREAD, MAX_WAIT_S, plan, select_batch
+from worker.engine import SamplingParams
+
+GREEDY = SamplingParams(top_k=1)
+SAMPLED = SamplingParams(top_k=0, temperature=0.7)
+
+
+@dataclass
+class Job:
+    prompt_len: int
+    params: SamplingParams = GREEDY
+    held_since: float = 0.0
+    remaining_tokens: int = 32
+    prompt: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompt = ["t"] * self.prompt_len
+
+
+def lengths(batch: list[Job]) -> list[int]:
+    return [len(p.prompt) for p in batch]
+
+
+def planned(pending: list[Job], size: int) -> list[list[int]]:
+    return [lengths(b) for b in plan(pending, size)]
+
+
+def test_a_small_queue_is_one_batch_sorted_by_length() -> None:
+    assert planned([Job(30), Job(10), Job(20)], 8) == [[10, 20, 30]]
+
+
+def test_prompts_too_far_apart_do_not_share_a_batch() -> None:
+    far = 30 + MAX_PROMPT_SPREAD + 1
+    assert planned([Job(25), Job(far), Job(30)], 16) == [[far], [25, 30]]
+
+
+def test_batches_are_cut_from_the_longest_prompts_down() -> None:
+    pending = [Job(n) for n in (10, 11, 12, 13, 14)]
+    assert planned(pending, 2) == [[13, 14], [11, 12], [10]]
+
+
+def test_a_known_burst_is_cut_as_the_engine_limit_cuts_it() -> None:
+    # bench/engine_limit.py's "prompt" strategy: sorted by prompt length, cut in batches of 16.
+    rng = random.Random(0)
+    pending = [Job(rng.randint(8, 256)) for _ in range(64)]
+    expected = sorted(lengths(pending))
+    assert planned(pending, 16) == [expected[i : i + 16] for i in (48, 32, 16, 0)]
+
+
+def test_the_batch_with_the_most_work_starts_first() -> None:
+    full = [Job(100 + i) for i in range(8)]
+    assert lengths(select_batch([Job(300), *full], 8, now=0)) == lengths(full)
+    assert lengths(select_batch([Job(300, remaining_tokens=2000), *full], 8, now=0)) == [300]
+
+
+def test_the_plan_runs_longest_first_and_leaves_no_stragglers() -> None:
+    rng = random.Random(1)
+    pending = [Job(rng.randint(8, 256), remaining_tokens=rng.randint(16, 128)) for _ in range(40)]
+    started = []
+    while pending:
+        batch = select_batch(pending, 16, now=MAX_WAIT_S / 2)
+        started.append(batch)
+        pending = [p for p in pending if p not in batch]
+    assert len(started) == 3  # as few as 40 jobs in batches of 16 allow
+    assert min(lengths(started[0])) > max(lengths(started[1]))
+    assert min(lengths(started[1])) > max(lengths(started[2]))
+    assert all(max(lengths(b)) - min(lengths(b)) <= MAX_PROMPT_SPREAD for b in started)
+
+
+def test_a_job_held_too_long_goes_first() -> None:
+    old = Job(10, held_since=0.0)
+    pending = [old, *[Job(n, held_since=5.0) for n in (200, 201, 202)]]
+    assert lengths(select_batch(pending, 3, now=MAX_WAIT_S - 1)) == [200, 201, 202]
+    assert select_batch(pending, 3, now=MAX_WAIT_S) == [old]
+
+
+def test_among_jobs_held_too_long_the_oldest_goes_first() -> None:
+    pending = [Job(200, held_since=1.0), Job(10, held_since=0.0), Job(210, held_since=2.0)]
+    assert lengths(select_batch(pending, 4, now=MAX_WAIT_S + 5)) == [10]
+
+
+def test_no_job_waits_for_ever_behind_a_stream_of_bigger_batches() -> None:
+    lonely = Job(500, held_since=0.0)
+    pending = [lonely]
+    now = 0.0
+    while True:
+        # A full batch of company arrives every 10 s, and each batch takes 10 s.
+        pending += [Job(100 + i, held_since=now) for i in range(8)]
+        batch = select_batch(pending, 8, now=now)
+        if lonely in batch:
+            break
+        pending = [p for p in pending if p not in batch]
+        now += 10.0
+    assert now == MAX_WAIT_S
+
+
+def test_a_batch_has_one_set_of_sampling_options() -> None:
+    pending = [Job(10, SAMPLED), Job(10), Job(11, SAMPLED), Job(12), Job(13)]
+    assert planned(pending, 8) == [[10, 11], [10, 12, 13]]
+    batch = select_batch(pending, 8, now=0)
+    assert lengths(batch) == [10, 12, 13]
+    assert {p.params for p in batch} == {GREEDY}
+
+
+def test_nothing_held_nothing_planned() -> None:
+    assert plan([], 4) == []
+    assert select_batch([], 4, now=0) == []
