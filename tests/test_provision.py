@@ -274,3 +274,20 @@ def test_moto_server_process_is_stopped(tmp_path: Any) -> None:
         stop_process(process)
     assert process.poll() is not None
     assert f"Running on {url}" in log_file.read_text()  # the server's own output goes there
+
+
+def test_the_endpoints_retention_check_agrees_with_motos_own() -> None:
+    from moto.sqs.models import SQSBackend, sqs_backends
+
+    from headrace.dev.moto_server import _within_retention
+
+    backend = sqs_backends[MOTO_ACCOUNT_ID]["eu-west-3"]
+    name = f"retention-{uuid.uuid4().hex[:8]}"
+    backend.create_queue(name, MessageRetentionPeriod="60")
+    fresh = backend.send_message(name, "fresh")
+    stale = backend.send_message(name, "stale")
+    stale.sent_timestamp = (stale.sent_timestamp or 0) - 61_000  # type: ignore[assignment]
+    original = SQSBackend.is_message_valid_based_on_retention_period
+    for message, kept in ((fresh, True), (stale, False)):
+        assert original(backend, name, message) is kept
+        assert _within_retention(backend, name, message) is kept
