@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     stream_flushes_per_second: float = 100.0
     # How often a worker checks (one BatchGetItem for all its running jobs) whether someone
     # subscribed to one of them: a new subscriber to a running job is attached within this.
-    subscriber_check_ms: int = 1000
+    subscriber_check_ms: int = 2000
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
 

@@ -201,7 +201,6 @@ class QueueConsumer:
         )
         watch = Watch(ProgressSignal(asyncio.get_running_loop()))
         following = asyncio.create_task(publisher.follow(watch))
-        self._subscriber_watch.add(publisher)
         try:
             decoded = await runner.complete(job.request_id, job.request, watch=watch, resume=resume)
             try:
@@ -218,8 +217,6 @@ class QueueConsumer:
         except BaseException:
             following.cancel()
             raise  # shutdown: the message stays held and run() releases it
-        finally:
-            self._subscriber_watch.remove(publisher)
         self._leases.drop(receipt)
         subscriptions = await self._succeed(job, receipt, decoded, received_at)
         await publisher.sweep(subscriptions)
@@ -236,6 +233,7 @@ class QueueConsumer:
                 unfollowed_flush_interval=self.settings.stream_unfollowed_flush_ms / 1000,
                 expires_at=int(self.clock()) + self.settings.job_ttl_seconds,
                 load=self._stream_load,
+                subscribers=self._subscriber_watch,
             ),
             "aws": call_aws,
             "dynamodb": self.dynamodb,

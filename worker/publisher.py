@@ -28,7 +28,7 @@ from headrace.contracts import (
 from headrace.errors import ConditionFailed, HeadraceError
 from worker.decoding import ItemDecoder
 from worker.scheduler import Watch
-from worker.stream_store import ChunkWriter
+from worker.stream_store import ChunkWriter, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
 
@@ -65,6 +65,8 @@ class StreamSettings:
     unfollowed_flush_interval: float = 0.5
     expires_at: int = 0
     load: StreamLoad = field(default_factory=StreamLoad)
+    # The worker's check for new subscribers; a stream is in it while its job decodes.
+    subscribers: SubscriberWatch | None = None
 
 
 @dataclass
@@ -126,6 +128,8 @@ class StreamPublisher:
         decoder = watch.decoder
         assert decoder is not None
         counted = False
+        if self.settings.subscribers is not None:
+            self.settings.subscribers.add(self)
         try:
             while not self._finished:
                 await watch.signal.wait()
@@ -139,6 +143,8 @@ class StreamPublisher:
         finally:
             if counted:
                 self.settings.load.followed -= 1
+            if self.settings.subscribers is not None:
+                self.settings.subscribers.remove(self)
 
     async def _pause(self, watch: Watch) -> None:
         """Until the next flush is due, a new subscriber waits, or the job ends (its last event
