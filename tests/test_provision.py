@@ -291,3 +291,41 @@ def test_the_endpoints_retention_check_agrees_with_motos_own() -> None:
     for message, kept in ((fresh, True), (stale, False)):
         assert original(backend, name, message) is kept
         assert _within_retention(backend, name, message) is kept
+
+
+def test_the_endpoint_parses_an_update_once_and_still_applies_each_calls_values(
+    moto_endpoint: str,
+) -> None:
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    table = f"parse-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    update = "SET #s = :s, n = if_not_exists(n, :zero) + :one"
+    for key, status, times in (("a", "one", 1), ("b", "two", 1), ("a", "three", 2)):
+        answer = dynamodb.update_item(
+            TableName=table,
+            Key={"pk": {"S": key}},
+            UpdateExpression=update,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":s": {"S": status},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        assert answer["Attributes"]["status"] == {"S": status}
+        assert answer["Attributes"]["n"] == {"N": str(times)}
+    for _ in range(2):  # a broken expression is refused every time, not remembered
+        with pytest.raises(dynamodb.exceptions.ClientError, match="ValidationException"):
+            dynamodb.update_item(
+                TableName=table,
+                Key={"pk": {"S": "a"}},
+                UpdateExpression="SET = :s",
+                ExpressionAttributeValues={":s": {"S": "x"}},
+            )
