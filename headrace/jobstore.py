@@ -159,6 +159,36 @@ def fail_queued_job(table: str, request_id: str, *, reason: str, now: float) -> 
     }
 
 
+def claim_recorded_job(
+    table: str, *, request_id: str, worker_id: str, now: float, lease_seconds: float
+) -> dict[str, Any]:
+    """QUEUED (or RUNNING with a lapsed lease) -> RUNNING, leased to worker_id.
+
+    The claim of a job whose record the submit wrote (every HTTP and WebSocket submit). Half
+    the actions of `claim_job`, which also fills in a missing record: the local AWS endpoint
+    spends its time per action (13 ms a claim against 7.5), on the cores that decode.
+    """
+    return {
+        "TableName": table,
+        "Key": job_key(request_id),
+        "UpdateExpression": (
+            "SET #s = :running, attempts = attempts + :one, lease_owner = :worker,"
+            " lease_expires_at = :lease, started_at = :now, updated_at = :now"
+        ),
+        "ConditionExpression": "#s = :queued OR (#s = :running AND lease_expires_at < :now)",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": {
+            ":running": {"S": JobStatus.RUNNING.value},
+            ":queued": {"S": JobStatus.QUEUED.value},
+            ":one": _n(1),
+            ":worker": {"S": worker_id},
+            ":lease": _n(now + lease_seconds),
+            ":now": _n(now),
+        },
+        "ReturnValues": "ALL_NEW",
+    }
+
+
 def claim_job(
     table: str,
     *,
@@ -171,7 +201,7 @@ def claim_job(
     lease_seconds: float,
     ttl_seconds: int,
 ) -> dict[str, Any]:
-    """QUEUED (or RUNNING with a lapsed lease, or no record yet) -> RUNNING, leased to worker_id.
+    """No record yet (or QUEUED, or RUNNING with a lapsed lease) -> RUNNING, leased to worker_id.
 
     Creating the record when it is missing lets messages that did not come through the HTTP API
     (EventBridge, a direct SendMessage) run like any other job.

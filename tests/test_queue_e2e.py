@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,28 @@ def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients)
     assert record.error is not None and "enqueue failed" in record.error.message
     status_view = completions.get_job(services, owner=owner, request_id=record.request_id)
     assert status_view.status is JobStatus.FAILED
+
+
+def test_a_message_with_no_record_runs_and_its_claim_writes_the_record(
+    api: Api, stack: LocalStack, aws: AwsClients
+) -> None:
+    assert stack.resources is not None
+    request_id = str(uuid.uuid4())
+    message = JobMessage(
+        request_id=request_id,
+        owner=jobstore.hash_api_key(stack.api_key),
+        model=DEV_MODEL_NAME,
+        request=CompletionRequest(prompt="Sent straight to the queue", max_new_tokens=6),
+        submitted_at=time.time(),
+    )
+    aws.sqs.send_message(QueueUrl=stack.resources.queue_url, MessageBody=message.model_dump_json())
+
+    wait_until(
+        lambda: api.call("GET", f"/v1/llm/completions/{request_id}")[0] == 200, 30, "the record"
+    )
+    job = api.wait(request_id)
+
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 1
+    assert job["output"]["num_completion_tokens"] > 0
+    messages = [line["message"] for line in log_lines(stack.worker_log(0), request_id)]
+    assert messages.count("decoding") == 1

@@ -265,32 +265,43 @@ class QueueConsumer:
 
     async def _claim(self, job: JobMessage, receipt: str) -> JobRecord | None:
         now = self.clock()
-        try:
-            response = await call_aws(
-                self.dynamodb.update_item,
-                **jobstore.claim_job(
-                    self.settings.table_name,
+        lease_seconds = self.settings.visibility_timeout_seconds
+        table = self.settings.table_name
+        record = await self._try_claim(
+            jobstore.claim_recorded_job(
+                table,
+                request_id=job.request_id,
+                worker_id=self.worker_id,
+                now=now,
+                lease_seconds=lease_seconds,
+            )
+        )
+        if record is not None:
+            return record
+        found = await call_aws(self.dynamodb.get_item, **jobstore.get_job(table, job.request_id))
+        if "Item" not in found:
+            # Event-driven submits enqueue without a record: the claim writes it.
+            record = await self._try_claim(
+                jobstore.claim_job(
+                    table,
                     request_id=job.request_id,
                     owner=job.owner,
                     model=job.model,
                     request=job.request,
                     worker_id=self.worker_id,
                     now=now,
-                    lease_seconds=self.settings.visibility_timeout_seconds,
+                    lease_seconds=lease_seconds,
                     ttl_seconds=self.settings.job_ttl_seconds,
-                ),
+                )
             )
-            return JobRecord.from_item(response["Attributes"])
-        except ConditionFailed:
-            pass
-        found = await call_aws(
-            self.dynamodb.get_item, **jobstore.get_job(self.settings.table_name, job.request_id)
-        )
-        record = JobRecord.from_item(found["Item"]) if "Item" in found else None
-        if record is not None and record.status.is_final:
+            if record is None:  # another worker wrote it first: see whose it is shortly
+                await self._set_visibility(receipt, 1)
+            return record
+        record = JobRecord.from_item(found["Item"])
+        if record.status.is_final:
             logger.info("duplicate delivery of a finished job; deleting the message")
             await self._delete(receipt)
-        elif record is not None and record.lease_expires_at:
+        elif record.lease_expires_at:
             # Leased by a live worker: come back just after that lease would lapse.
             wait = max(1, int(record.lease_expires_at - self.clock()) + 1)
             logger.info(
@@ -300,6 +311,13 @@ class QueueConsumer:
         else:
             await self._set_visibility(receipt, 0)
         return None
+
+    async def _try_claim(self, claim: dict[str, Any]) -> JobRecord | None:
+        try:
+            response = await call_aws(self.dynamodb.update_item, **claim)
+        except ConditionFailed:
+            return None
+        return JobRecord.from_item(response["Attributes"])
 
     async def _succeed(
         self, job: JobMessage, receipt: str, decoded: Decoded, received_at: float
