@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,14 @@ import ctranslate2
 from headrace.errors import ModelLoadError
 
 logger = logging.getLogger("headrace.engine")
+
+# Every replica's thread takes the GIL once per generated token, for the step callback. When
+# one thread releases it and takes it straight back (the next item's callback), another that
+# waits (a replica, the worker's event loop) gets it only once the switch interval has passed:
+# 5 ms by default, a sizeable part of a 30-60 ms CPU decoding step. Two replicas decoding
+# batches of 16 on 2 cores, 8 alternating pairs: 4.39 s median at 0.5 ms against 4.52 s at
+# 5 ms, 7 pairs of 8 faster.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Engine:
         self.inter_threads = config.inter_threads or inter
         self.intra_threads = config.intra_threads or intra
         self.device = device
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: this process decodes
         try:
             self._generator = ctranslate2.Generator(
                 str(model_dir),
