@@ -206,6 +206,14 @@ def warm_up(engine: Engine, codec: TextCodec) -> None:
     )
 
 
+def plan_key(jobs: list[Job], strategy: Strategy) -> tuple[Any, ...]:
+    """What a strategy runs: its threads and its batches in order; the order of jobs within a
+    batch does not count (the engine forwards a batch as one padded tensor either way)."""
+    groups = batches(jobs, strategy)
+    sets = (frozenset(j.index for j in g) for g in groups)
+    return (strategy.inter_threads, strategy.intra_threads, *sets)
+
+
 def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     model_dir = Path(request["model_dir"])
@@ -226,7 +234,7 @@ def main(argv: list[str]) -> int:
             for strategy in strategies:
                 if (strategy.inter_threads, strategy.intra_threads) != (inter, intra):
                     continue
-                plan = (inter, intra, *(tuple(j.index for j in g) for g in batches(jobs, strategy)))
+                plan = plan_key(jobs, strategy)
                 if plan in measured:
                     same = results[measured[plan]]
                     name = f"{strategy.name} (the same batches as {same['name']})"
