@@ -159,6 +159,11 @@ def fail_queued_job(table: str, request_id: str, *, reason: str, now: float) -> 
     }
 
 
+# A job another worker may take: waiting, or running on a lease that lapsed.
+_CLAIMABLE = "#s = :queued OR (#s = :running AND lease_expires_at < :now)"
+_LEASED = "#s = :running, lease_owner = :worker, lease_expires_at = :lease, started_at = :now"
+
+
 def claim_recorded_job(
     table: str, *, request_id: str, worker_id: str, now: float, lease_seconds: float
 ) -> dict[str, Any]:
@@ -171,11 +176,8 @@ def claim_recorded_job(
     return {
         "TableName": table,
         "Key": job_key(request_id),
-        "UpdateExpression": (
-            "SET #s = :running, attempts = attempts + :one, lease_owner = :worker,"
-            " lease_expires_at = :lease, started_at = :now, updated_at = :now"
-        ),
-        "ConditionExpression": "#s = :queued OR (#s = :running AND lease_expires_at < :now)",
+        "UpdateExpression": f"SET {_LEASED}, updated_at = :now, attempts = attempts + :one",
+        "ConditionExpression": _CLAIMABLE,
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": {
             ":running": {"S": JobStatus.RUNNING.value},
@@ -206,38 +208,29 @@ def claim_job(
     Creating the record when it is missing lets messages that did not come through the HTTP API
     (EventBridge, a direct SendMessage) run like any other job.
     """
-    return {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": (
-            "SET #s = :running, attempts = if_not_exists(attempts, :zero) + :one,"
-            " lease_owner = :worker, lease_expires_at = :lease, started_at = :now,"
-            " updated_at = :now, request_id = if_not_exists(request_id, :rid),"
-            " #o = if_not_exists(#o, :owner), #m = if_not_exists(#m, :model),"
-            " #r = if_not_exists(#r, :request), created_at = if_not_exists(created_at, :now),"
-            " expires_at = if_not_exists(expires_at, :ttl)"
-        ),
-        "ConditionExpression": (
-            "attribute_not_exists(pk) OR #s = :queued"
-            " OR (#s = :running AND lease_expires_at < :now)"
-        ),
-        "ExpressionAttributeNames": {"#s": "status", "#o": "owner", "#m": "model", "#r": "request"},
-        "ExpressionAttributeValues": {
-            ":running": {"S": JobStatus.RUNNING.value},
-            ":queued": {"S": JobStatus.QUEUED.value},
+    claim = claim_recorded_job(
+        table, request_id=request_id, worker_id=worker_id, now=now, lease_seconds=lease_seconds
+    )
+    claim["UpdateExpression"] = (
+        f"SET {_LEASED}, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one,"
+        " request_id = if_not_exists(request_id, :rid), #o = if_not_exists(#o, :owner),"
+        " #m = if_not_exists(#m, :model), #r = if_not_exists(#r, :request),"
+        " created_at = if_not_exists(created_at, :now),"
+        " expires_at = if_not_exists(expires_at, :ttl)"
+    )
+    claim["ConditionExpression"] = f"attribute_not_exists(pk) OR {_CLAIMABLE}"
+    claim["ExpressionAttributeNames"].update({"#o": "owner", "#m": "model", "#r": "request"})
+    claim["ExpressionAttributeValues"].update(
+        {
             ":zero": _n(0),
-            ":one": _n(1),
-            ":worker": {"S": worker_id},
-            ":lease": _n(now + lease_seconds),
-            ":now": _n(now),
             ":rid": {"S": request_id},
             ":owner": {"S": owner},
             ":model": {"S": model},
             ":request": {"S": request.model_dump_json()},
             ":ttl": _n(int(now) + ttl_seconds),
-        },
-        "ReturnValues": "ALL_NEW",
-    }
+        }
+    )
+    return claim
 
 
 def _leased_by(worker_id: str) -> tuple[str, dict[str, Any]]:

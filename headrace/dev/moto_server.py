@@ -1,5 +1,5 @@
 """`python -m headrace.dev.moto_server -H HOST -p PORT`: moto's server, as `python -m moto.server`
-runs it (same dispatcher, same request handler, over the wire), minus three costs.
+runs it (same dispatcher, same request handler, over the wire), minus costs profiled here.
 
 The local AWS endpoint shares the machine with the decoder, so its CPU is the decoder's loss.
 Profiled under the benchmark's load (py-spy, moto 5.2):
