@@ -13,6 +13,7 @@ import pytest
 
 from headrace.contracts import CompletionRequest
 from worker.decoding import TextCodec
+from worker import scheduler
 from worker.engine import Engine, EngineConfig
 from worker.scheduler import BURST, Decoded, ModelRunner
 
@@ -89,6 +90,52 @@ def test_a_busy_worker_holds_a_free_replica_while_jobs_keep_arriving(
     results = asyncio.run(serving(model, body))
     assert [sorted(b) for b in batches(caplog)] == [["long0", "long1"], ["j0", "j1", "j2", "j3"]]
     assert [r.output.num_completion_tokens for r in results[:4]] == [20] * 4
+
+
+def test_a_full_prefetch_with_nothing_on_its_way_starts_without_holding(
+    engine: Engine,
+    dev_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the rule, a burst's batch would wait out a 30 s quiet gap.
+    monkeypatch.setattr(scheduler, "QUIET_S", 30.0)
+    model = runner(engine, dev_model_dir, hold=240.0)
+    model.set_intake_full(True)  # the worker may receive no more
+
+    async def body() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(model.complete(f"j{i}", greedy("Water", 8)) for i in range(4)))
+        return loop.time() - start
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    took = asyncio.run(serving(model, body))
+    assert [sorted(b) for b in batches(caplog)] == [["j0", "j1", "j2", "j3"]]
+    assert took < 20.0
+
+
+def test_a_full_prefetch_still_waits_for_a_job_on_its_way(
+    engine: Engine,
+    dev_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler, "QUIET_S", 0.05)  # a quiet gap would not wait for it
+    model = runner(engine, dev_model_dir)
+    model.set_intake_full(True)
+
+    async def body() -> None:
+        claiming = model.arrival()  # received, its claim not yet written
+        first = [asyncio.create_task(model.complete(f"j{i}", greedy("Water", 8))) for i in range(3)]
+        await asyncio.sleep(0.5)
+        with claiming:
+            last = asyncio.create_task(model.complete("j3", greedy("Water", 8)))
+        await asyncio.gather(*first, last)
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    asyncio.run(serving(model, body))
+    assert [sorted(b) for b in batches(caplog)] == [["j0", "j1", "j2", "j3"]]
 
 
 def test_a_lone_job_gives_way_to_a_burst_and_loses_nothing(

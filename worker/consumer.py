@@ -25,7 +25,15 @@ from headrace.settings import Settings
 from worker.aws_calls import call_aws
 from worker.leases import Leases, set_visibility
 from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
-from worker.scheduler import Decoded, DecodeFailed, ModelRunner, ProgressSignal, Resume, Watch
+from worker.scheduler import (
+    Arrival,
+    Decoded,
+    DecodeFailed,
+    ModelRunner,
+    ProgressSignal,
+    Resume,
+    Watch,
+)
 from worker.stream_store import ChunkWriter, SubscriberWatch
 
 logger = logging.getLogger("headrace.worker")
@@ -142,25 +150,48 @@ class QueueConsumer:
                     await self._set_visibility(message["ReceiptHandle"], 0)
                 return
             for message in messages:
-                task = asyncio.create_task(self._handle(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                self._accept(message)
+            self._set_intake_full(len(self._tasks) >= self.capacity)
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        """Start a received message's task. Its job counts as on its way to the model's
+        scheduler from here, before the task first runs."""
+        received_at = self.clock()
+        try:
+            job: JobMessage | ValidationError = JobMessage.model_validate_json(message["Body"])
+        except ValidationError as e:
+            job = e
+        runner = self.runners.get(job.model) if isinstance(job, JobMessage) else None
+        arrival = runner.arrival() if runner is not None else None
+        task = asyncio.create_task(self._handle(message, job, arrival, received_at))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if arrival is not None:
+            task.add_done_callback(lambda _: arrival.done())  # even if cancelled before it ran
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_freed.set()
+        self._set_intake_full(len(self._tasks) >= self.capacity)
         if not task.cancelled() and task.exception() is not None:
             logger.error("message handler crashed", exc_info=task.exception())
 
+    def _set_intake_full(self, full: bool) -> None:
+        for runner in self.runners.values():
+            runner.set_intake_full(full)
+
     # ---- one message ----------------------------------------------------------------------
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        received_at = self.clock()
+    async def _handle(
+        self,
+        message: dict[str, Any],
+        job: JobMessage | ValidationError,
+        arrival: Arrival | None,
+        received_at: float,
+    ) -> None:
         receipt = message["ReceiptHandle"]
         receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        try:
-            job = JobMessage.model_validate_json(message["Body"])
-        except ValidationError as e:
+        if isinstance(job, ValidationError):
             # Let it come back at once: after the queue's maximum receives, SQS moves it to
             # the dead-letter queue, where someone can look at it.
             logger.error(
@@ -168,23 +199,28 @@ class QueueConsumer:
                 extra={
                     "message_id": message.get("MessageId"),
                     "receive_count": receive_count,
-                    "reason": str(e.errors(include_url=False)[0]),
+                    "reason": str(job.errors(include_url=False)[0]),
                 },
             )
             await self._set_visibility(receipt, 0)
             return
         with request_context(job.request_id):
-            await self._run_job(job, receipt, receive_count, received_at)
+            if arrival is None:
+                logger.warning("model not served by this worker", extra={"model": job.model})
+                await self._set_visibility(receipt, 5)
+                return
+            await self._run_job(job, receipt, receive_count, received_at, arrival)
 
     async def _run_job(
-        self, job: JobMessage, receipt: str, receive_count: int, received_at: float
+        self,
+        job: JobMessage,
+        receipt: str,
+        receive_count: int,
+        received_at: float,
+        arrival: Arrival,
     ) -> None:
-        runner = self.runners.get(job.model)
-        if runner is None:
-            logger.warning("model not served by this worker", extra={"model": job.model})
-            await self._set_visibility(receipt, 5)
-            return
-        with runner.arriving():  # the scheduler holds its batch while jobs are on their way
+        runner = self.runners[job.model]
+        with arrival:  # the scheduler holds its batch while jobs are on their way
             record = await self._claim(job, receipt)
             if record is None:
                 return

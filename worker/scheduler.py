@@ -6,10 +6,12 @@ How long a free replica waits for company:
 
 - a lone job on an idle worker (nothing running, nothing else arriving) waits
   `max_batch_wait`, a moment, and starts: the first token comes about a prefill later;
-- otherwise it waits while jobs are on their way (being claimed) or keep coming (one came
-  within QUIET_S), for at most `max_batch_hold`. A batch runs for seconds and nothing can
-  join it later, so during a burst it pays to plan with the whole burst in view, even when a
-  full batch could start earlier: it would be a looser one (wider prompt spread).
+- otherwise it waits while jobs are on their way (received, not yet claimed) or keep coming
+  (one came within QUIET_S), for at most `max_batch_hold`. A batch runs for seconds and
+  nothing can join it later, so during a burst it pays to plan with the whole burst in view,
+  even when a full batch could start earlier: it would be a looser one (wider prompt spread).
+  Once the worker holds all it may (its prefetch is full) and nothing is on its way, no more
+  can come, and the replica starts at once.
 
 A lone job started that way may turn out to be the first of a burst. Then its batch gives way
 (stops after its current token) while it is young, and the job goes back to the others with
@@ -25,7 +27,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -88,6 +89,30 @@ class Watch:
     decoder: ItemDecoder | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # result or failure is set
+
+
+class Arrival:
+    """A received job on its way to `complete` (being claimed): while any is, a busy worker's
+    free replica waits for it (within `max_batch_hold`). Counted from the moment it is
+    received, so no job is ever both out of sight and about to come; ends at `done` or at
+    the end of a `with` block."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self._runner: ModelRunner | None = runner
+        runner._arriving += 1
+        runner._give_way_to_burst()
+
+    def done(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner._arriving -= 1
+            runner._arrived.set()
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()
 
 
 @dataclass(frozen=True)
@@ -158,6 +183,7 @@ class ModelRunner:
         self._runs: dict[asyncio.Task[None], _Run] = {}
         self._last_arrival = 0.0
         self._arriving = 0  # jobs received for this model but not yet handed to `complete`
+        self._intake_full = False  # the worker may receive no more jobs for now
 
     async def complete(
         self,
@@ -183,16 +209,16 @@ class ModelRunner:
         self._give_way_to_burst()
         return await future
 
-    @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Around the work between receiving a job and `complete`: a busy worker's free replica
-        waits for it (within `max_batch_hold`)."""
-        self._arriving += 1
-        self._give_way_to_burst()
-        try:
-            yield
-        finally:
-            self._arriving -= 1
+    def arrival(self) -> Arrival:
+        """Call when a job for this model is received; end it once the job is handed to
+        `complete` or dropped."""
+        return Arrival(self)
+
+    def set_intake_full(self, full: bool) -> None:
+        """The worker's prefetch is full (True) or has room again: while it is full and no job
+        is on its way, nothing more can come, so a free replica need not wait for company."""
+        if full != self._intake_full:
+            self._intake_full = full
             self._arrived.set()
 
     def warm_up(self) -> None:
@@ -263,6 +289,8 @@ class ModelRunner:
         deadline = loop.time() + self.max_batch_hold
         quiet = min(QUIET_S, self.max_batch_hold / 8)
         while True:
+            if not self._arriving and self._intake_full:
+                return  # nothing on its way, and nothing more can be received
             # Jobs on their way may make a tighter batch than a full one of what is here.
             wake = deadline if self._arriving else min(deadline, self._last_arrival + quiet)
             if loop.time() >= wake:
