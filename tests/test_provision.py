@@ -273,7 +273,7 @@ def test_moto_server_process_is_stopped(tmp_path: Any) -> None:
     finally:
         stop_process(process)
     assert process.poll() is not None
-    assert f"Running on {url}" in log_file.read_text()  # the server's own output goes there
+    assert f"Serving on {url}" in log_file.read_text()  # the server's own output goes there
 
 
 def test_the_endpoints_retention_check_agrees_with_motos_own() -> None:

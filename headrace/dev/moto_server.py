@@ -1,5 +1,5 @@
 """`python -m headrace.dev.moto_server -H HOST -p PORT`: moto's server, as `python -m moto.server`
-runs it (same dispatcher, same request handler, over the wire), minus costs profiled here.
+runs it (same dispatcher, same backends, over the wire), minus costs profiled here.
 
 The local AWS endpoint shares the machine with the decoder, so its CPU is the decoder's loss.
 Profiled under the benchmark's load (py-spy, moto 5.2):
@@ -7,8 +7,11 @@ Profiled under the benchmark's load (py-spy, moto 5.2):
 - a quarter of moto's time went to finding the service of each request (its dispatcher lists
   moto's own package directory and tries every service's URL patterns, every time): the
   service of a host never changes, so it is looked up once;
-- a tenth went to writing access-log lines, which name no operation: left out (errors still
-  reach the log);
+- werkzeug's development server, which `moto.server` uses, answers every request with
+  `Connection: close`, so each AWS call cost a TCP connection and a server thread, and it
+  writes an access-log line per request (a tenth of moto's time): served by waitress (the
+  standard pure-Python WSGI server) connections stay open, which took about a sixth off a
+  GetItem's CPU on both sides of the wire (0.5-0.9 ms of 5), and no access lines are written;
 - receiving a message from SQS checked its retention by computing every attribute of the
   queue, counting all its messages three times over, so a receive cost O(received x held)
   (26 ms a message with 200 in the queue): the check reads the retention period alone;
@@ -23,21 +26,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import signal
 import sys
 from typing import Any
 
+import waitress
 from moto.core import responses as moto_responses
 from moto.core.utils import unix_time
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, SQSBackend
-from werkzeug.serving import run_simple
+
+# Requests served at once. A long poll (ReceiveMessage waiting for messages) holds its thread
+# for up to 20 s, one per worker and queue; the rest are a few milliseconds each.
+SERVER_THREADS = 64
 
 
 class _Dispatcher(DomainDispatcherApplication):
@@ -51,11 +55,6 @@ def _within_retention(backend: SQSBackend, queue_name: str, message: Message) ->
     queue: Any = backend.get_queue(queue_name)  # its attributes are set from the API's names
     sent_at = (message.sent_timestamp or 0) / 1000
     return bool(int(queue.message_retention_period) + sent_at > unix_time())
-
-
-class _RequestHandler(MotoRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
 
 
 def _patch_moto() -> None:
@@ -75,9 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does: it names URLs
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: sys.exit(0))
+    # To stderr (the stack's moto.log): waitress's "Serving on URL", its warnings, and errors.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _patch_moto()
     app = _Dispatcher(create_backend_app)
-    run_simple(args.host, args.port, app, threaded=True, request_handler=_RequestHandler)
+    waitress.serve(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=SERVER_THREADS,
+        connection_limit=1000,  # every client keeps a pool of connections open
+        asyncore_use_poll=True,  # no limit of 1024 on file descriptors, as select() has
+        ident="moto",
+    )
 
 
 if __name__ == "__main__":
