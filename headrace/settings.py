@@ -44,11 +44,15 @@ class Settings(BaseSettings):
     model_cache_dir: str = ".headrace/model-cache"
     device: str = "auto"
     compute_type: str = "default"
-    max_batch_size: int = 0  # 0: chosen for the device (16 on CPU, 32 on CUDA)
+    max_batch_size: int = 0  # 0: chosen for the device (8 on CPU, 32 on CUDA)
     max_batch_wait_ms: int = -1  # -1: chosen for the device (25 on CPU, 10 on CUDA)
     # A busy worker's free replica waits this long at most for a fuller batch while jobs keep
     # arriving. -1: chosen for the device (4000 on CPU, 200 on CUDA).
     max_batch_hold_ms: int = -1
+    # Jobs a worker takes from the queue per engine replica (decoding or waiting for a batch),
+    # and no more, so that other workers get their share. 0: chosen for the device (32 on CPU,
+    # 64 on CUDA).
+    prefetch_per_replica: int = 0
     inter_threads: int = 0  # 0: chosen for the device
     intra_threads: int = 0  # 0: chosen for the device
     receive_wait_seconds: int = 20

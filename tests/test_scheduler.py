@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from headrace.contracts import CompletionRequest
-from worker.decoding import TextCodec
 from worker import scheduler
+from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig
 from worker.scheduler import BURST, Decoded, ModelRunner
 
@@ -30,7 +30,13 @@ def runner(engine: Engine, dev_model_dir: Path, *, hold: float = 2.0) -> ModelRu
         dev_model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
     )
     return ModelRunner(
-        "dev", engine, codec, max_batch_size=8, max_batch_wait=0.01, max_batch_hold=hold
+        "dev",
+        engine,
+        codec,
+        max_batch_size=8,
+        max_batch_wait=0.01,
+        max_batch_hold=hold,
+        prefetch_per_replica=16,
     )
 
 

@@ -60,6 +60,7 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
             max_batch_size=settings.max_batch_size or defaults.max_batch_size,
             max_batch_wait=_chosen(settings.max_batch_wait_ms, defaults.max_batch_wait_ms) / 1000,
             max_batch_hold=_chosen(settings.max_batch_hold_ms, defaults.max_batch_hold_ms) / 1000,
+            prefetch_per_replica=settings.prefetch_per_replica or defaults.prefetch_per_replica,
         )
         runner.warm_up()
         runners[name] = runner

@@ -60,11 +60,9 @@ class QueueConsumer:
         self.worker_id = worker_id
         self.post = post
         self.clock = clock
-        # Hold what the engines run plus one batch more per replica, and no more, so other
-        # workers are not starved. The scheduler plans batches among what it holds: with one
-        # batch of slack a burst reached it in pieces, and the longest prompts, arriving last,
-        # made the last batch (the benchmark's tail).
-        self.capacity = sum(2 * r.replicas * r.max_batch_size for r in runners.values())
+        # Bounded prefetch: what the models' schedulers may hold (running or waiting), and no
+        # more, so other workers are not starved.
+        self.capacity = sum(r.prefetch for r in runners.values())
         self._stopping = False
         self._stream_load = StreamLoad(settings.stream_flushes_per_second)
         self._chunk_writer = ChunkWriter(table=settings.table_name, dynamodb=dynamodb, aws=call_aws)

@@ -168,6 +168,7 @@ class ModelRunner:
         max_batch_size: int,
         max_batch_wait: float,
         max_batch_hold: float,
+        prefetch_per_replica: int,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -176,6 +177,8 @@ class ModelRunner:
         self.max_batch_wait = max_batch_wait
         self.max_batch_hold = max_batch_hold
         self.replicas = engine.inter_threads
+        # Jobs the worker may hold for this model: its share of the worker's prefetch.
+        self.prefetch = self.replicas * max(prefetch_per_replica, max_batch_size)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._free_replicas = asyncio.Semaphore(self.replicas)
