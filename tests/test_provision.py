@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from headrace.dev.moto import (
     MOTO_ACCOUNT_ID,
@@ -329,3 +331,57 @@ def test_the_endpoint_parses_an_update_once_and_still_applies_each_calls_values(
                 UpdateExpression="SET = :s",
                 ExpressionAttributeValues={":s": {"S": "x"}},
             )
+
+
+def test_the_endpoint_applies_each_dynamodb_write_whole(moto_endpoint: str) -> None:
+    """As DynamoDB does: a conditional write checks and writes as one step, and no read sees
+    part of a write (moto's backend changes an item in place, action by action)."""
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client(
+        "dynamodb", endpoint_url=moto_endpoint, config=Config(max_pool_connections=32)
+    )
+    table = f"atomic-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    keys = [f"job-{i}" for i in range(10)]
+    for key in keys:
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": key}, "state": {"S": "free"}})
+    # Many actions after the one a reader checks, so a write takes a while to apply.
+    filler = {f"f{i}": {"S": "x" * 100} for i in range(12)}
+    setting = ", ".join(f"#{name} = :{name}" for name in filler)
+
+    def take(key: str, worker: int) -> bool:
+        try:
+            dynamodb.update_item(
+                TableName=table,
+                Key={"pk": {"S": key}},
+                UpdateExpression=f"SET #state = :taken, {setting}, taker = :worker",
+                ConditionExpression="#state = :free",
+                ExpressionAttributeNames={"#state": "state", **{f"#{n}": n for n in filler}},
+                ExpressionAttributeValues={
+                    ":taken": {"S": "taken"},
+                    ":free": {"S": "free"},
+                    ":worker": {"N": str(worker)},
+                    **{f":{n}": v for n, v in filler.items()},
+                },
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def read(key: str) -> dict[str, Any]:
+        item: dict[str, Any] = dynamodb.get_item(TableName=table, Key={"pk": {"S": key}})["Item"]
+        return item
+
+    with ThreadPoolExecutor(24) as pool:
+        takes = [(key, pool.submit(take, key, w)) for key in keys for w in range(8)]
+        reads = [pool.submit(read, key) for key in keys for _ in range(16)]
+        taken = {key: sum(f.result() for k, f in takes if k == key) for key in keys}
+        seen = [f.result() for f in reads]
+    assert taken == {key: 1 for key in keys}  # one winner per item
+    half_written = [i for i in seen if i["state"]["S"] == "taken" and "taker" not in i]
+    assert half_written == []

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import waitress
@@ -45,6 +46,26 @@ SERVER_THREADS = 64
 
 
 class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with DynamoDB requests applied one at a time.
+
+    DynamoDB applies a write to an item as one step: its condition and all its actions, and
+    no read sees part of it. moto's backend changes the stored item in place, action by
+    action, so requests served on concurrent threads did neither (eight concurrent
+    conditional claims of one item took it up to seven times; a read saw a job SUCCEEDED
+    without its output). Serving them one at a time costs nothing here: they run under one
+    GIL either way, and none of them waits (SQS long polls, which do, are not held up).
+    """
+
+    def __init__(self, create_app: Any) -> None:
+        super().__init__(create_app)
+        self._dynamodb = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with self._dynamodb:
+                return super().__call__(environ, start_response)
+        return super().__call__(environ, start_response)
+
     @functools.cache  # noqa: B019 - one dispatcher lives as long as the process
     def get_backend_for_host(self, host: str | None) -> Any:
         return super().get_backend_for_host(host)
