@@ -178,7 +178,7 @@ def test_a_subscription_to_a_missing_job_is_refused(
     run(moto_endpoint, body)
 
 
-def test_one_heartbeat_extends_every_held_message_and_lease(
+def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
     settings = Settings(table_name=resources.table_name, visibility_timeout_seconds=30)
@@ -219,7 +219,7 @@ def test_one_heartbeat_extends_every_held_message_and_lease(
                     ttl_seconds=60,
                 )
             )
-            leases.hold(message["ReceiptHandle"], request_id)
+            leases.hold(message["ReceiptHandle"], request_id, lapses_at=now + 2)
         await leases.extend()
         await asyncio.sleep(2.5)  # past the visibility and lease they were received with
         again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
@@ -233,3 +233,50 @@ def test_one_heartbeat_extends_every_held_message_and_lease(
     assert visible_again == 0
     assert len(expiries) == 12 and all(e > 25 for e in expiries)
     assert aws.calls == {"change_message_visibility_batch": 2, "update_item": 12}
+
+
+def test_a_heartbeat_leaves_what_has_two_beats_ahead_and_extends_it_at_the_next(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    settings = Settings(table_name=resources.table_name, visibility_timeout_seconds=30)
+    clock = [time.time()]
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[dict[str, int], dict[str, int]]:
+        url = resources.queue_url
+        await sqs.send_message(QueueUrl=url, MessageBody="fresh")
+        answer = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)
+        (message,) = answer["Messages"]
+        request_id = str(uuid.uuid4())
+        await dynamodb.update_item(
+            **jobstore.claim_job(
+                settings.table_name,
+                request_id=request_id,
+                owner="o",
+                model="m",
+                request=REQUEST,
+                worker_id="w1",
+                now=clock[0],
+                lease_seconds=30,
+                ttl_seconds=60,
+            )
+        )
+        aws = CountingAws()
+        leases = Leases(
+            settings,
+            sqs=sqs,
+            dynamodb=dynamodb,
+            queue_url=url,
+            worker_id="w1",
+            clock=lambda: clock[0],
+            aws=aws,
+        )
+        leases.hold(message["ReceiptHandle"], request_id, lapses_at=clock[0] + 30)
+        await leases.extend()  # 30 s ahead: more than two beats of 10 s
+        first = dict(aws.calls)
+        clock[0] += leases.beat_seconds + 0.1  # the next beat: 19.9 s ahead
+        await leases.extend()
+        return first, dict(aws.calls)
+
+    first, second = run(moto_endpoint, body)
+    assert first == {}
+    assert second == {"change_message_visibility_batch": 1, "update_item": 1}

@@ -222,7 +222,10 @@ class QueueConsumer:
             record = await self._claim(job, receipt)
             if record is None:
                 return
-            self._leases.hold(receipt, job.request_id)
+            # The message's visibility runs from its receipt, the lease from the claim.
+            visible_at = received_at + self.settings.visibility_timeout_seconds
+            lapses_at = min(visible_at, record.lease_expires_at or visible_at)
+            self._leases.hold(receipt, job.request_id, lapses_at)
             publisher, resume = await self._open_stream(job, record)
         logger.info(
             "decoding",

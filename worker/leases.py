@@ -34,6 +34,7 @@ VISIBILITY_BATCH_LIMIT = 10
 class HeldMessage:
     receipt_handle: str
     request_id: str
+    lapses_at: float  # when its visibility or its lease runs out, whichever comes first
 
 
 class Leases:
@@ -57,8 +58,12 @@ class Leases:
         self.clock = clock
         self._held: dict[str, HeldMessage] = {}
 
-    def hold(self, receipt: str, request_id: str) -> None:
-        self._held[receipt] = HeldMessage(receipt, request_id)
+    @property
+    def beat_seconds(self) -> float:
+        return max(0.5, self.settings.visibility_timeout_seconds / 3)
+
+    def hold(self, receipt: str, request_id: str, lapses_at: float) -> None:
+        self._held[receipt] = HeldMessage(receipt, request_id, lapses_at)
 
     def drop(self, receipt: str) -> None:
         self._held.pop(receipt, None)
@@ -67,18 +72,30 @@ class Leases:
         return len(self._held)
 
     async def keep_alive(self) -> None:
-        """Extend everything held every third of the visibility timeout, until cancelled."""
-        visibility = self.settings.visibility_timeout_seconds
+        """Beat every third of the visibility timeout, until cancelled."""
         while True:
-            await asyncio.sleep(max(0.5, visibility / 3))
+            await asyncio.sleep(self.beat_seconds)
             await self.extend()
 
     async def extend(self) -> None:
-        held = list(self._held.values())
+        """Extend what would lapse within two beats.
+
+        What is skipped has two beats ahead of it, so the next beat extends it with a beat
+        to spare, as every beat extending everything would leave. A job that finishes within
+        a beat or two of its claim (most do) is never extended: every extension is an AWS
+        call per job, one DynamoDB write each."""
         visibility = self.settings.visibility_timeout_seconds
+        now = self.clock()
+        held = [h for h in self._held.values() if h.lapses_at - now < 2 * self.beat_seconds]
         for start in range(0, len(held), VISIBILITY_BATCH_LIMIT):
             await self._extend_visibility(held[start : start + VISIBILITY_BATCH_LIMIT], visibility)
-        await self._extend_leases(held, self.clock() + visibility)
+        until = now + visibility
+        await self._extend_leases(held, until)
+        for message in held:
+            if message.receipt_handle in self._held:  # not finished meanwhile
+                self._held[message.receipt_handle] = HeldMessage(
+                    message.receipt_handle, message.request_id, until
+                )
 
     async def _extend_visibility(self, held: list[HeldMessage], visibility: int) -> None:
         entries = [
