@@ -149,7 +149,16 @@ def test_ctrl_c_leaves_whole_lines_and_a_rerun_finishes(
     prompts.write_text("\n".join(lines) + "\n")
     args = ["submit", "--input", str(prompts), "--output", str(results)]
     command = [sys.executable, "-m", "headrace.cli", *args, "--concurrency", "2"]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A test run started in the background (`make test &`) has SIGINT ignored, and a
+        # child inherits that: the Ctrl-C this test sends would never arrive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and results_count(results) < 3:
         time.sleep(0.02)
