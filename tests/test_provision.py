@@ -295,18 +295,24 @@ def test_the_endpoints_retention_check_agrees_with_motos_own() -> None:
         assert _within_retention(backend, name, message) is kept
 
 
-def test_the_endpoint_parses_an_update_once_and_still_applies_each_calls_values(
-    moto_endpoint: str,
-) -> None:
-    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
-    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    table = f"parse-{uuid.uuid4().hex[:8]}"
+def _scratch_table(dynamodb: Any, prefix: str) -> str:
+    """A new table keyed by a string `pk`, for one test."""
+    table = f"{prefix}-{uuid.uuid4().hex[:8]}"
     dynamodb.create_table(
         TableName=table,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    return table
+
+
+def test_the_endpoint_parses_an_update_once_and_still_applies_each_calls_values(
+    moto_endpoint: str,
+) -> None:
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    table = _scratch_table(dynamodb, "parse")
     update = "SET #s = :s, n = if_not_exists(n, :zero) + :one"
     for key, status, times in (("a", "one", 1), ("b", "two", 1), ("a", "three", 2)):
         answer = dynamodb.update_item(
@@ -340,13 +346,7 @@ def test_the_endpoint_applies_each_dynamodb_write_whole(moto_endpoint: str) -> N
     dynamodb = session.client(
         "dynamodb", endpoint_url=moto_endpoint, config=Config(max_pool_connections=32)
     )
-    table = f"atomic-{uuid.uuid4().hex[:8]}"
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = _scratch_table(dynamodb, "atomic")
     keys = [f"job-{i}" for i in range(10)]
     for key in keys:
         dynamodb.put_item(TableName=table, Item={"pk": {"S": key}, "state": {"S": "free"}})

@@ -178,6 +178,25 @@ def test_a_subscription_to_a_missing_job_is_refused(
     run(moto_endpoint, body)
 
 
+async def claimed(dynamodb: Any, table: str, *, now: float, lease_seconds: float) -> str:
+    """A new job, claimed by worker w1 with a lease of `lease_seconds`: its request id."""
+    request_id = str(uuid.uuid4())
+    await dynamodb.update_item(
+        **jobstore.claim_job(
+            table,
+            request_id=request_id,
+            owner="o",
+            model="m",
+            request=REQUEST,
+            worker_id="w1",
+            now=now,
+            lease_seconds=lease_seconds,
+            ttl_seconds=60,
+        )
+    )
+    return request_id
+
+
 def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
@@ -205,20 +224,7 @@ def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
             aws=aws,
         )
         for message in messages:
-            request_id = str(uuid.uuid4())
-            await dynamodb.update_item(
-                **jobstore.claim_job(
-                    settings.table_name,
-                    request_id=request_id,
-                    owner="o",
-                    model="m",
-                    request=REQUEST,
-                    worker_id="w1",
-                    now=now,
-                    lease_seconds=2,
-                    ttl_seconds=60,
-                )
-            )
+            request_id = await claimed(dynamodb, settings.table_name, now=now, lease_seconds=2)
             leases.hold(message["ReceiptHandle"], request_id, lapses_at=now + 2)
         await leases.extend()
         await asyncio.sleep(2.5)  # past the visibility and lease they were received with
@@ -246,20 +252,7 @@ def test_a_heartbeat_leaves_what_has_two_beats_ahead_and_extends_it_at_the_next(
         await sqs.send_message(QueueUrl=url, MessageBody="fresh")
         answer = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)
         (message,) = answer["Messages"]
-        request_id = str(uuid.uuid4())
-        await dynamodb.update_item(
-            **jobstore.claim_job(
-                settings.table_name,
-                request_id=request_id,
-                owner="o",
-                model="m",
-                request=REQUEST,
-                worker_id="w1",
-                now=clock[0],
-                lease_seconds=30,
-                ttl_seconds=60,
-            )
-        )
+        request_id = await claimed(dynamodb, settings.table_name, now=clock[0], lease_seconds=30)
         aws = CountingAws()
         leases = Leases(
             settings,

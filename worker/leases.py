@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from headrace import jobstore
@@ -93,9 +93,7 @@ class Leases:
         await self._extend_leases(held, until)
         for message in held:
             if message.receipt_handle in self._held:  # not finished meanwhile
-                self._held[message.receipt_handle] = HeldMessage(
-                    message.receipt_handle, message.request_id, until
-                )
+                self._held[message.receipt_handle] = replace(message, lapses_at=until)
 
     async def _extend_visibility(self, held: list[HeldMessage], visibility: int) -> None:
         entries = [
