@@ -7,8 +7,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from headrace.devmodel import build_random_model
-from headrace.devmodel.tokenizer import corpus_paragraphs
+from headrace.dev.model import build_random_model
+from headrace.dev.model.tokenizer import corpus_paragraphs
 from worker.decoding import TextCodec
 
 MAX_POSITIONS = 1024  # learned position table of the GPT-2 shaped model

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from headrace.aws import boto3_client
-from headrace.completions import ApiServices, authenticate
-from headrace.errors import HeadraceError
-from headrace.logs import configure_logging, request_context
-from headrace.settings import Settings
+from headrace.api.auth import api_key_from_headers, authenticate
+from headrace.api.services import ApiServices, default_services
+from headrace.core.errors import HeadraceError
+from headrace.core.logs import request_context
 
 logger = logging.getLogger("headrace.api")
 
@@ -64,44 +62,11 @@ class HttpApiEvent(BaseModel):
         return api_key_from_headers(self.headers)
 
 
-def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
-    """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
-
-    `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them).
-    """
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not credentials:
-        return None
-    try:
-        decoded = base64.b64decode(credentials, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.partition(":")[0] or None
-
-
 def json_response(status: int, body: Any, request_id: str | None = None) -> dict[str, Any]:
     headers = {"content-type": "application/json"}
     if request_id:
         headers["x-request-id"] = request_id
     return {"statusCode": status, "headers": headers, "body": json.dumps(body)}
-
-
-@functools.cache
-def services() -> ApiServices:
-    """Built once per cold start: settings from the environment, clients created once."""
-    settings = Settings()
-    configure_logging(settings.log_level)
-    return ApiServices(
-        settings=settings,
-        dynamodb=boto3_client(settings, "dynamodb"),
-        sqs=boto3_client(settings, "sqs"),
-        management_client_factory=lambda endpoint: boto3_client(
-            settings, "apigatewaymanagementapi", endpoint_url=endpoint
-        ),
-    )
 
 
 Route = Callable[[HttpApiEvent, ApiServices, str], dict[str, Any]]
@@ -124,7 +89,7 @@ def endpoint(route: Route) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         gateway_request_id = event.request_context.request_id
         with request_context(gateway_request_id):
             try:
-                svc = services()
+                svc = default_services()
                 owner = authenticate(svc, event.api_key())
                 return route(event, svc, owner)
             except HeadraceError as e:

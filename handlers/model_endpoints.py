@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.http import HttpApiEvent, endpoint, json_response
-from headrace import completions
-from headrace.completions import ApiServices
+from headrace.api import models
+from headrace.api.services import ApiServices
 
 
 @endpoint
 def handler(event: HttpApiEvent, services: ApiServices, owner: str) -> dict[str, Any]:
-    endpoints = completions.model_endpoints(services)
+    endpoints = models.model_endpoints(services)
     return json_response(
         200,
         {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.http import HttpApiEvent, endpoint, json_response
-from headrace import completions
-from headrace.completions import ApiServices
+from headrace.api import completions
+from headrace.api.services import ApiServices
 
 
 @endpoint

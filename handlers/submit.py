@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.http import HttpApiEvent, endpoint, json_response
-from headrace import completions
-from headrace.completions import ApiServices
-from headrace.contracts import JobStatus, parse_completion_request
+from headrace.api import completions
+from headrace.api.services import ApiServices
+from headrace.core.contracts import JobStatus, parse_completion_request
 
 
 def _submit(event: HttpApiEvent, services: ApiServices, owner: str) -> tuple[str, str]:

@@ -14,16 +14,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from handlers.http import camel_case, services
-from headrace import streaming
-from headrace.completions import ApiServices
-from headrace.contracts import (
+from handlers.http import camel_case
+from headrace.api import websocket as websocket_api
+from headrace.api.services import ApiServices, default_services
+from headrace.core.contracts import (
+    StreamEvent,
     SubscribeFrame,
     describe_validation_error,
     parse_completion_request,
 )
-from headrace.errors import HeadraceError, InvalidRequest
-from headrace.logs import request_context
+from headrace.core.errors import HeadraceError, InvalidRequest
+from headrace.core.logs import request_context
 
 logger = logging.getLogger("headrace.api")
 
@@ -56,7 +57,7 @@ def _reply(body: BaseModel, status: int = 200) -> dict[str, Any]:
 
 
 def _error(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
-    return _reply(streaming.error_event(request_id, status, message), status)
+    return _reply(StreamEvent.failure(request_id, status, message), status)
 
 
 Route = Callable[[WebSocketEvent, ApiServices], dict[str, Any]]
@@ -74,7 +75,7 @@ def route(handler: Callable[[WebSocketEvent, ApiServices], dict[str, Any]]) -> R
             return _error(500, "internal error: malformed gateway event")
         with request_context(event.request_context.request_id):
             try:
-                return handler(event, services())
+                return handler(event, default_services())
             except HeadraceError as e:
                 return _error(e.status_code, e.detail)
             except Exception:
@@ -87,18 +88,18 @@ def route(handler: Callable[[WebSocketEvent, ApiServices], dict[str, Any]]) -> R
 @route
 def connect(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
     context = event.request_context
-    streaming.connect(
+    websocket_api.connect(
         svc,
         connection_id=context.connection_id,
         api_key=event.api_key(),
-        endpoint=streaming.management_endpoint(svc, context.domain_name, context.stage),
+        endpoint=websocket_api.management_endpoint(svc, context.domain_name, context.stage),
     )
     return {"statusCode": 200}
 
 
 @route
 def disconnect(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
-    streaming.disconnect(svc, connection_id=event.request_context.connection_id)
+    websocket_api.disconnect(svc, connection_id=event.request_context.connection_id)
     return {"statusCode": 200}
 
 
@@ -114,26 +115,26 @@ def _frame(event: WebSocketEvent) -> dict[str, Any]:
 
 @route
 def complete(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
-    conn = streaming.connection(svc, event.request_context.connection_id)
+    conn = websocket_api.connection(svc, event.request_context.connection_id)
     fields = {k: v for k, v in _frame(event).items() if k != "action"}
     request = parse_completion_request(json.dumps(fields))
-    return _reply(streaming.complete(svc, conn, request))
+    return _reply(websocket_api.complete(svc, conn, request))
 
 
 @route
 def subscribe(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
-    conn = streaming.connection(svc, event.request_context.connection_id)
+    conn = websocket_api.connection(svc, event.request_context.connection_id)
     try:
         frame = SubscribeFrame.model_validate(_frame(event))
     except ValidationError as e:
         raise InvalidRequest(describe_validation_error(e)) from e
-    ack = streaming.subscribe(svc, conn, request_id=frame.request_id, from_seq=frame.from_seq)
+    ack = websocket_api.subscribe(svc, conn, request_id=frame.request_id, from_seq=frame.from_seq)
     return _reply(ack)
 
 
 @route
 def default(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
-    known = ", ".join(streaming.KNOWN_ACTIONS)
+    known = ", ".join(websocket_api.KNOWN_ACTIONS)
     try:
         action = _frame(event).get("action")
     except InvalidRequest as e:

@@ -1,16 +1,26 @@
-"""Headrace: queue-driven LLM completions (API Gateway, Lambda, SQS, DynamoDB, CTranslate2)."""
+"""Headrace: queue-driven LLM completions (API Gateway, Lambda, SQS, DynamoDB, CTranslate2).
 
-from headrace.client import (
-    BadRequestError,
-    Completion,
-    CompletionTimeoutError,
-    HeadraceClientError,
-    HeadraceConnectionError,
-    NotFoundError,
-    RateLimitExceededError,
-    ServerError,
-    UnauthorizedError,
-)
+`from headrace import Completion` loads the Python client on first use only: the Lambda
+handlers and the worker live in this package too, and every cold start pays for each import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from headrace.client import (
+        BadRequestError,
+        Completion,
+        CompletionTimeoutError,
+        HeadraceClientError,
+        HeadraceConnectionError,
+        NotFoundError,
+        RateLimitExceededError,
+        ServerError,
+        UnauthorizedError,
+    )
 
 __version__ = "0.1.0"
 
@@ -26,3 +36,9 @@ __all__ = [
     "UnauthorizedError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("headrace.client"), name)
+    raise AttributeError(f"module 'headrace' has no attribute {name!r}")

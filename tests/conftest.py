@@ -13,9 +13,9 @@ from typing import Any
 import boto3
 import pytest
 
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.moto import MOTO_CREDENTIALS, MOTO_ENV, start_moto_server, stop_process
 from headrace.dev.stack import LocalStack, StackOptions, ensure_dev_model
-from headrace.devmodel import DEV_MODEL_NAME
 from infra.provision import AwsClients
 
 # --- Local AWS endpoint (moto server) -----------------------------------------------------

@@ -1,7 +1,7 @@
 """FakeStreamServer: a test double of the WebSocket API's *server* side, for the client's
 streaming tests while the real server is built elsewhere (end-to-end tests come with it).
 
-It speaks the protocol of DESIGN.md and headrace.contracts: a `complete` or `subscribe` frame
+It speaks the protocol of DESIGN.md and headrace.core.contracts: a `complete` or `subscribe` frame
 is answered with a `WebSocketAck` and seq-numbered `StreamEvent` frames, and it misbehaves on
 cue the way a real deployment can: events before the ack, connections that break mid-stream,
 a resubscription replayed from a little before `from_seq` (duplicates), events out of order.
@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from headrace.contracts import StreamEvent, StreamOutput
+from headrace.core.contracts import StreamEvent, StreamOutput
 
 
 def text_events(request_id: str, pieces: list[str], prompt_tokens: int = 3) -> list[StreamEvent]:

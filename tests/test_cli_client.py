@@ -14,8 +14,8 @@ import pytest
 
 from headrace import Completion
 from headrace.client import configure, reset_configuration
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from headrace.devmodel import DEV_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def headrace(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "headrace.cli", *args],
+        [sys.executable, "-m", "headrace.cli.main", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -148,7 +148,7 @@ def test_ctrl_c_leaves_whole_lines_and_a_rerun_finishes(
     lines = [json.dumps({"prompt": f"Long job {i}", "max_new_tokens": 48}) for i in range(40)]
     prompts.write_text("\n".join(lines) + "\n")
     args = ["submit", "--input", str(prompts), "--output", str(results)]
-    command = [sys.executable, "-m", "headrace.cli", *args, "--concurrency", "2"]
+    command = [sys.executable, "-m", "headrace.cli.main", *args, "--concurrency", "2"]
     process = subprocess.Popen(
         command,
         env=env,

@@ -33,9 +33,9 @@ from headrace.client import (
 from headrace.client._http import should_retry
 from headrace.client._jobs import result_of
 from headrace.client.errors import error_from_response
-from headrace.contracts import JobView
+from headrace.core.contracts import JobView
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from headrace.devmodel import DEV_MODEL_NAME
 
 CLIENT_ENV = ("HEADRACE_BASE_URL", "HEADRACE_WS_URL", "HEADRACE_API_KEY", "HEADRACE_DEFAULT_MODEL")
 

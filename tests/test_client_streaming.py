@@ -22,7 +22,7 @@ from headrace.client import (
 )
 from headrace.client._stream import StreamTracker, stream_events
 from headrace.client.errors import UnauthorizedError
-from headrace.contracts import StreamError, StreamErrorContent, StreamEvent
+from headrace.core.contracts import StreamError, StreamErrorContent, StreamEvent
 
 PIECES = ["The", " river", " turns", " the", " wheel", "."]
 KEY = "hr-test-key"

@@ -9,7 +9,7 @@ import pytest
 from conftest import Api
 from tokenizers import Tokenizer
 
-from headrace.devmodel import DEV_MODEL_NAME
+from headrace.dev.model import DEV_MODEL_NAME
 
 
 def decode_directly(model_dir: Path, prompt: str, max_new_tokens: int) -> tuple[str, int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from headrace.contracts import CompletionRequest
+from headrace.core.contracts import CompletionRequest
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import SamplingParams, Step
 

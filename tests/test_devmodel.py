@@ -1,4 +1,4 @@
-"""Tests for the torch-free dev model builders (headrace.devmodel)."""
+"""Tests for the torch-free dev model builders (headrace.dev.model)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import ctranslate2
 import pytest
 from tokenizers import Tokenizer
 
-from headrace.devmodel import (
+from headrace.dev.model import (
     DEV_MODEL_NAME,
     EOS_ID,
     EOS_TOKEN,
@@ -20,7 +20,7 @@ from headrace.devmodel import (
     build_dev_model,
     build_random_model,
 )
-from headrace.devmodel.tokenizer import ends_incomplete, token_bytes, valid_text
+from headrace.dev.model.tokenizer import ends_incomplete, token_bytes, valid_text
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_dev_build_is_deterministic(dev_model: Path, tmp_path: Path) -> None:
     # Rebuild in a fresh process with single-threaded BLAS and tokenizer training: the
     # bytes must not depend on the process (hash seeds) or on the thread count.
     code = (
-        "import sys; from pathlib import Path; from headrace.devmodel import build_dev_model;"
+        "import sys; from pathlib import Path; from headrace.dev.model import build_dev_model;"
         "build_dev_model(Path(sys.argv[1]), seed=0)"
     )
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
@@ -172,5 +172,5 @@ def test_random_model(tmp_path: Path, vocab_size: int) -> None:
 
 
 def test_import_does_not_load_ctranslate2() -> None:
-    code = "import sys, headrace.devmodel; assert 'ctranslate2' not in sys.modules"
+    code = "import sys, headrace.dev.model; assert 'ctranslate2' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

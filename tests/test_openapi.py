@@ -11,9 +11,9 @@ from conftest import Api
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openapi_spec_validator import validate
 
-from headrace.dev import sse
-from headrace.devmodel import DEV_MODEL_NAME
-from headrace.openapi import openapi_document, render
+from headrace.api.openapi import openapi_document, render
+from headrace.core import routes
+from headrace.dev.model import DEV_MODEL_NAME
 from infra.template import http_routes, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ COMMITTED = ROOT / "openapi.json"
 
 def test_the_committed_document_is_current() -> None:
     assert COMMITTED.read_text() == render(), (
-        "openapi.json is stale: regenerate it with `python -m headrace.openapi > openapi.json`"
+        "openapi.json is stale: regenerate it with `python -m headrace.api.openapi > openapi.json`"
     )
 
 
@@ -32,7 +32,7 @@ def test_the_document_is_valid_openapi() -> None:
 
 def test_every_route_is_documented() -> None:
     declared = {(r.method.lower(), r.path) for r in http_routes(load_template())}
-    declared.add(("post", sse.PATH))  # the local gateway's streaming route
+    declared.add(("post", routes.COMPLETIONS_STREAM))  # the local gateway's streaming route
     documented = {
         (method, path) for path, item in openapi_document()["paths"].items() for method in item
     }
@@ -81,7 +81,7 @@ def test_the_stacks_answers_match_the_document(api: Api) -> None:
 
 def test_the_streamed_events_match_the_document(api: Api) -> None:
     request = urllib.request.Request(
-        f"{api.base_url}{sse.PATH}?model_endpoint_name={DEV_MODEL_NAME}",
+        f"{api.base_url}{routes.COMPLETIONS_STREAM}?model_endpoint_name={DEV_MODEL_NAME}",
         data=json.dumps({"prompt": "The mill", "max_new_tokens": 8}).encode(),
         headers={"x-api-key": str(api.api_key), "content-type": "application/json"},
     )
@@ -89,7 +89,9 @@ def test_the_streamed_events_match_the_document(api: Api) -> None:
         lines = response.read().decode().splitlines()
     events = [json.loads(line.removeprefix("data: ")) for line in lines if line]
     assert events and events[-1]["output"]["finished"]
-    schema = openapi_document()["paths"][sse.PATH]["post"]["responses"]["200"]["content"]
+    schema = openapi_document()["paths"][routes.COMPLETIONS_STREAM]["post"]["responses"]["200"][
+        "content"
+    ]
     name = schema["text/event-stream"]["x-event-schema"]["$ref"].rsplit("/", 1)[1]
     for event in events:
         conforms(name, event)

@@ -12,13 +12,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from headrace.core.settings import Settings
 from headrace.dev.moto import (
     MOTO_ACCOUNT_ID,
     MOTO_CREDENTIALS,
     start_moto_server,
     stop_process,
 )
-from headrace.settings import Settings
 from infra.provision import (
     AwsClients,
     ProvisionedResources,

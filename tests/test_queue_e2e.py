@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from conftest import Api, make_stack
 
-from headrace import completions, jobstore
-from headrace.contracts import CompletionRequest, JobMessage, JobStatus
+from headrace.api import completions
+from headrace.api import services as api_services
+from headrace.core.contracts import CompletionRequest, JobMessage, JobStatus
+from headrace.core.errors import TransientError
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from headrace.devmodel import DEV_MODEL_NAME
-from headrace.errors import TransientError
-from headrace.settings import Settings
 from infra.provision import AwsClients
 
 
@@ -57,7 +59,7 @@ def test_same_message_delivered_twice_decodes_once(
     request_id = api.submit(request)
     copy = JobMessage(
         request_id=request_id,
-        owner=jobstore.hash_api_key(stack.api_key),
+        owner=job_table.hash_api_key(stack.api_key),
         model=DEV_MODEL_NAME,
         request=CompletionRequest(**request, model=DEV_MODEL_NAME),
         submitted_at=time.time(),
@@ -148,8 +150,8 @@ def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients)
         queue_name="headrace-no-such-queue",
         model_zoo=stack.model_zoo,
     )
-    services = completions.ApiServices(settings=settings, dynamodb=aws.dynamodb, sqs=aws.sqs)
-    owner = jobstore.hash_api_key(stack.api_key)
+    services = api_services.ApiServices(settings=settings, dynamodb=aws.dynamodb, sqs=aws.sqs)
+    owner = job_table.hash_api_key(stack.api_key)
 
     with pytest.raises(TransientError, match="marked FAILED"):
         completions.submit(
@@ -161,7 +163,7 @@ def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients)
         for item in aws.dynamodb.scan(TableName=stack.resources.table_name)["Items"]
         if item.get("error") and "enqueue_failed" in item["error"]["S"]
     ]
-    record = jobstore.JobRecord.from_item(dict(item))  # type: ignore[arg-type]
+    record = job_table.JobRecord.from_item(dict(item))  # type: ignore[arg-type]
     assert record.status is JobStatus.FAILED
     assert record.error is not None and "enqueue failed" in record.error.message
     status_view = completions.get_job(services, owner=owner, request_id=record.request_id)
@@ -175,7 +177,7 @@ def test_a_message_with_no_record_runs_and_its_claim_writes_the_record(
     request_id = str(uuid.uuid4())
     message = JobMessage(
         request_id=request_id,
-        owner=jobstore.hash_api_key(stack.api_key),
+        owner=job_table.hash_api_key(stack.api_key),
         model=DEV_MODEL_NAME,
         request=CompletionRequest(prompt="Sent straight to the queue", max_new_tokens=6),
         submitted_at=time.time(),

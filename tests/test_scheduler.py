@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from headrace.contracts import CompletionRequest
+from headrace.core.contracts import CompletionRequest
 from worker import scheduler
 from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig

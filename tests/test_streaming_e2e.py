@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 from conftest import Api
 
-from headrace import jobstore, streams
+from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams as stream_table
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from headrace.devmodel import DEV_MODEL_NAME
 from infra.provision import AwsClients
 
 T = TypeVar("T")
@@ -217,7 +218,7 @@ def test_subscribing_to_a_running_http_job_gets_the_rest_live(
     request_id = api.submit({"prompt": "The mill", "max_new_tokens": 3000, "temperature": 0})
     table = stack.resources.table_name if stack.resources else ""
     deadline = time.monotonic() + 30
-    while not aws.dynamodb.query(**streams.query_chunks(table, request_id)).get("Items"):
+    while not aws.dynamodb.query(**stream_table.query_chunks(table, request_id)).get("Items"):
         assert time.monotonic() < deadline, "the job never stored its first event"
         time.sleep(0.02)
 
@@ -236,11 +237,13 @@ def test_subscribing_to_a_running_http_job_gets_the_rest_live(
     assert ack["status"] == "RUNNING"
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert text_of(events) == api.wait(request_id)["output"]["text"]
-    record = aws.dynamodb.get_item(**jobstore.get_job(table, request_id))["Item"]
+    record = aws.dynamodb.get_item(**job_table.get_job(table, request_id))["Item"]
     assert first_event_at < float(record["finished_at"]["N"])  # live, not a replay at the end
     assert record["subscriptions"]["N"] == "1"
-    subscriptions = aws.dynamodb.query(**streams.query_subscriptions(table, request_id))["Items"]
-    assert [s["attached_by"]["S"] for s in subscriptions] != [streams.HANDLER_ATTACHMENT]
+    subscriptions = aws.dynamodb.query(**stream_table.query_subscriptions(table, request_id))[
+        "Items"
+    ]
+    assert [s["attached_by"]["S"] for s in subscriptions] != [stream_table.HANDLER_ATTACHMENT]
 
 
 def test_subscribe_to_a_finished_http_job_replays_everything(api: Api, stack: LocalStack) -> None:
@@ -268,7 +271,7 @@ def test_subscribing_to_another_keys_job_is_refused(
     assert stack.resources is not None
     other = "hr-test-other-streaming-key"
     aws.dynamodb.put_item(
-        **jobstore.put_api_key(stack.resources.table_name, other, name="other", now=0.0)
+        **job_table.put_api_key(stack.resources.table_name, other, name="other", now=0.0)
     )
     request_id = api.submit({"prompt": "Water", "max_new_tokens": 3})
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from conftest import Api
 
-from headrace import jobstore
+from headrace.core.tables import jobs as job_table
+from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from headrace.devmodel import DEV_MODEL_NAME
 from infra.provision import AwsClients
 
 ASYNC = f"/v1/llm/completions-async?model_endpoint_name={DEV_MODEL_NAME}"
@@ -106,7 +106,9 @@ def test_another_keys_request_is_404(api: Api, stack: LocalStack, aws: AwsClient
     other_key = "hr-test-" + hashlib.sha256(b"other").hexdigest()[:16]
     assert stack.resources is not None
     aws.dynamodb.put_item(
-        **jobstore.put_api_key(stack.resources.table_name, other_key, name="other", now=time.time())
+        **job_table.put_api_key(
+            stack.resources.table_name, other_key, name="other", now=time.time()
+        )
     )
     request_id = api.submit(GOOD)
     status, body = Api(stack.base_url, other_key).call("GET", f"/v1/llm/completions/{request_id}")

@@ -13,11 +13,12 @@ import aioboto3
 import boto3
 import pytest
 
-from headrace import jobstore, streams
-from headrace.contracts import CompletionRequest, StreamEvent, StreamOutput
+from headrace.core.contracts import CompletionRequest, StreamEvent, StreamOutput
+from headrace.core.errors import ConditionFailed, NotFound
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams as stream_table
 from headrace.dev.moto import MOTO_CREDENTIALS
-from headrace.errors import ConditionFailed, NotFound
-from headrace.settings import Settings
 from infra.provision import AwsClients, ProvisionedResources, provision
 from worker.aws_calls import call_aws
 from worker.leases import Leases
@@ -61,13 +62,13 @@ class CountingAws:
         return await call_aws(operation, **kwargs)
 
 
-def chunk(table: str, request_id: str, seq: int) -> jobstore.Item:
+def chunk(table: str, request_id: str, seq: int) -> job_table.Item:
     event = StreamEvent(
         request_id=request_id,
         seq=seq,
         output=StreamOutput(text=f"t{seq}", finished=False, num_completion_tokens=seq + 1),
     )
-    item: jobstore.Item = streams.put_chunk(
+    item: job_table.Item = stream_table.put_chunk(
         table, request_id=request_id, event=event, token_ids=[seq], expires_at=0
     )["Item"]
     return item
@@ -86,7 +87,7 @@ def test_chunks_of_many_streams_share_batch_writes(
         await asyncio.gather(*(writer.put([chunk(table, r, 0), chunk(table, r, 1)]) for r in ids))
         stored = []
         for request_id in ids:
-            answer = await dynamodb.query(**streams.query_chunks(table, request_id))
+            answer = await dynamodb.query(**stream_table.query_chunks(table, request_id))
             stored.append(len(answer["Items"]))
         return aws, stored
 
@@ -124,7 +125,7 @@ def test_the_watch_reads_every_running_jobs_subscriptions_in_one_call(
     async def body(dynamodb: Any, sqs: Any) -> tuple[CountingAws, list[list[int]]]:
         for request_id in ids:
             await dynamodb.put_item(
-                **jobstore.put_new_job(
+                **job_table.put_new_job(
                     table,
                     request_id=request_id,
                     owner="o",
@@ -137,7 +138,7 @@ def test_the_watch_reads_every_running_jobs_subscriptions_in_one_call(
         # Two connections follow the second job, as the WebSocket handler records them.
         for connection in ("c1", "c2"):
             await dynamodb.transact_write_items(
-                **streams.add_subscription(
+                **stream_table.add_subscription(
                     table,
                     request_id=ids[1],
                     connection_id=connection,
@@ -164,7 +165,7 @@ def test_a_subscription_to_a_missing_job_is_refused(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
     async def body(dynamodb: Any, sqs: Any) -> None:
-        request = streams.add_subscription(
+        request = stream_table.add_subscription(
             resources.table_name,
             request_id=str(uuid.uuid4()),
             connection_id="c",
@@ -182,7 +183,7 @@ async def claimed(dynamodb: Any, table: str, *, now: float, lease_seconds: float
     """A new job, claimed by worker w1 with a lease of `lease_seconds`: its request id."""
     request_id = str(uuid.uuid4())
     await dynamodb.update_item(
-        **jobstore.claim_job(
+        **job_table.claim_job(
             table,
             request_id=request_id,
             owner="o",
@@ -231,7 +232,9 @@ def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
         again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
         expiries = []
         for held in list(leases._held.values()):
-            item = await dynamodb.get_item(**jobstore.get_job(settings.table_name, held.request_id))
+            item = await dynamodb.get_item(
+                **job_table.get_job(settings.table_name, held.request_id)
+            )
             expiries.append(float(item["Item"]["lease_expires_at"]["N"]) - now)
         return aws, expiries, len(again.get("Messages", []))
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import aioboto3
 
-from headrace.aws import boto3_client, client_kwargs
-from headrace.errors import HeadraceError, ModelLoadError
-from headrace.logs import configure_logging
-from headrace.settings import Settings
+from headrace.core.aws import boto3_client, client_kwargs
+from headrace.core.errors import HeadraceError, ModelLoadError
+from headrace.core.logs import configure_logging
+from headrace.core.settings import Settings
 from worker.artifacts import fetch_model
 from worker.connections import ConnectionPoster
 from worker.consumer import QueueConsumer

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from headrace.errors import ModelLoadError
+from headrace.core.errors import ModelLoadError
 
 logger = logging.getLogger("headrace.artifacts")
 

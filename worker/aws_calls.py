@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from headrace.aws import translate_client_error
-from headrace.errors import Throttled, TransientError
+from headrace.core.aws import translate_client_error
+from headrace.core.errors import Throttled, TransientError
 
 T = TypeVar("T")
 

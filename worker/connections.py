@@ -6,9 +6,9 @@ import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
-from headrace.aws import client_kwargs
-from headrace.errors import Gone, HeadraceError
-from headrace.settings import Settings
+from headrace.core.aws import client_kwargs
+from headrace.core.errors import Gone, HeadraceError
+from headrace.core.settings import Settings
 from worker.aws_calls import call_aws
 
 logger = logging.getLogger("headrace.stream")

@@ -1,8 +1,8 @@
 """The queue side of the worker: receive, claim, decode, finish, delete; heartbeat and presence.
 
-SQS is at-least-once, so every job moves only through conditional writes (headrace.jobstore):
-a duplicate delivery of a finished job is deleted, one leased by a live worker is left for
-later, and a result is stored only by the worker that holds the lease.
+SQS is at-least-once, so every job moves only through conditional writes
+(headrace.core.tables.jobs): a duplicate delivery of a finished job is deleted, one leased by a
+live worker is left for later, and a result is stored only by the worker that holds the lease.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from headrace import jobstore, streams
-from headrace.contracts import JobError, JobMessage
-from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
-from headrace.jobstore import JobRecord
-from headrace.logs import request_context
-from headrace.settings import Settings
+from headrace.core.contracts import JobError, JobMessage
+from headrace.core.errors import ConditionFailed, HeadraceError, Throttled, TransientError
+from headrace.core.logs import request_context
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams as stream_table
+from headrace.core.tables.jobs import JobRecord
 from worker.aws_calls import call_aws
 from worker.leases import Leases, set_visibility
 from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
@@ -277,14 +278,14 @@ class QueueConsumer:
             "post": self.post,
             "writer": self._chunk_writer,
         }
-        chunks: list[streams.StoredChunk] = []
+        chunks: list[stream_table.StoredChunk] = []
         if record.attempts > 1:
             # A retry continues the stream an earlier attempt began, so clients see one text.
             answer = await call_aws(
                 self.dynamodb.query,
-                **streams.query_chunks(self.settings.table_name, job.request_id),
+                **stream_table.query_chunks(self.settings.table_name, job.request_id),
             )
-            chunks = [streams.StoredChunk.from_item(item) for item in answer.get("Items", [])]
+            chunks = [stream_table.StoredChunk.from_item(item) for item in answer.get("Items", [])]
             chunks = [c for c in chunks if c.event.error is None]
         resume = None
         if chunks:
@@ -305,7 +306,7 @@ class QueueConsumer:
         lease_seconds = self.settings.visibility_timeout_seconds
         table = self.settings.table_name
         record = await self._try_claim(
-            jobstore.claim_recorded_job(
+            job_table.claim_recorded_job(
                 table,
                 request_id=job.request_id,
                 worker_id=self.worker_id,
@@ -315,11 +316,11 @@ class QueueConsumer:
         )
         if record is not None:
             return record
-        found = await call_aws(self.dynamodb.get_item, **jobstore.get_job(table, job.request_id))
+        found = await call_aws(self.dynamodb.get_item, **job_table.get_job(table, job.request_id))
         if "Item" not in found:
             # Event-driven submits enqueue without a record: the claim writes it.
             record = await self._try_claim(
-                jobstore.claim_job(
+                job_table.claim_job(
                     table,
                     request_id=job.request_id,
                     owner=job.owner,
@@ -364,7 +365,7 @@ class QueueConsumer:
         try:
             answer = await call_aws(
                 self.dynamodb.update_item,
-                **jobstore.finish_job(
+                **job_table.finish_job(
                     self.settings.table_name,
                     request_id=job.request_id,
                     worker_id=self.worker_id,
@@ -401,7 +402,7 @@ class QueueConsumer:
             with contextlib.suppress(ConditionFailed):
                 await call_aws(
                     self.dynamodb.update_item,
-                    **jobstore.finish_job(
+                    **job_table.finish_job(
                         table,
                         request_id=job.request_id,
                         worker_id=self.worker_id,
@@ -419,7 +420,7 @@ class QueueConsumer:
         with contextlib.suppress(ConditionFailed):
             await call_aws(
                 self.dynamodb.update_item,
-                **jobstore.release_job(
+                **job_table.release_job(
                     table, request_id=job.request_id, worker_id=self.worker_id, now=self.clock()
                 ),
             )
@@ -434,7 +435,7 @@ class QueueConsumer:
                 try:
                     await call_aws(
                         self.dynamodb.put_item,
-                        **jobstore.put_presence(
+                        **job_table.put_presence(
                             self.settings.table_name,
                             model=name,
                             worker_id=self.worker_id,
@@ -450,7 +451,7 @@ class QueueConsumer:
             with contextlib.suppress(TransientError, Throttled):
                 await call_aws(
                     self.dynamodb.put_item,
-                    **jobstore.put_presence(
+                    **job_table.put_presence(
                         self.settings.table_name,
                         model=name,
                         worker_id=self.worker_id,

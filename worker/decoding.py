@@ -12,8 +12,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
-from headrace.contracts import CompletionOutput, CompletionRequest, TokenOutput
-from headrace.errors import ModelLoadError
+from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
+from headrace.core.errors import ModelLoadError
 from worker.engine import SamplingParams, Step
 
 

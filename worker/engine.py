@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ctranslate2
 
-from headrace.errors import ModelLoadError
+from headrace.core.errors import ModelLoadError
 
 logger = logging.getLogger("headrace.engine")
 

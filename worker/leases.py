@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from headrace import jobstore
-from headrace.errors import ConditionFailed, HeadraceError, Throttled, TransientError
-from headrace.logs import request_context
-from headrace.settings import Settings
+from headrace.core.errors import ConditionFailed, HeadraceError, Throttled, TransientError
+from headrace.core.logs import request_context
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
 from worker.aws_calls import call_aws
 
 logger = logging.getLogger("headrace.worker")
@@ -124,7 +124,7 @@ class Leases:
                 try:
                     await self.aws(
                         self.dynamodb.update_item,
-                        **jobstore.extend_lease(
+                        **job_table.extend_lease(
                             self.settings.table_name,
                             request_id=message.request_id,
                             worker_id=self.worker_id,
@@ -142,7 +142,7 @@ class Leases:
                 with contextlib.suppress(ConditionFailed, TransientError, Throttled):
                     await self.aws(
                         self.dynamodb.update_item,
-                        **jobstore.release_job(
+                        **job_table.release_job(
                             self.settings.table_name,
                             request_id=held.request_id,
                             worker_id=self.worker_id,

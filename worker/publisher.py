@@ -10,22 +10,19 @@ Chunks go through the worker's shared `ChunkWriter`, and new subscribers are fou
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace import streams
-from headrace.contracts import (
-    StreamError,
-    StreamErrorContent,
+from headrace.core.contracts import (
     StreamEvent,
     StreamOutput,
     TokenOutput,
 )
-from headrace.errors import ConditionFailed, HeadraceError
+from headrace.core.errors import ConditionFailed, HeadraceError
+from headrace.core.tables import streams as stream_table
 from worker.decoding import ItemDecoder
 from worker.scheduler import Watch
 from worker.stream_store import ChunkWriter, SubscriberWatch
@@ -71,7 +68,7 @@ class StreamSettings:
 
 @dataclass
 class _Follower:
-    subscription: streams.Subscription
+    subscription: stream_table.Subscription
     next_index: int  # index into events of the next event to send
 
 
@@ -100,7 +97,7 @@ class StreamPublisher:
         return len(self.events)
 
     @classmethod
-    def resumed(cls, chunks: list[streams.StoredChunk], **kwargs: Any) -> StreamPublisher:
+    def resumed(cls, chunks: list[stream_table.StoredChunk], **kwargs: Any) -> StreamPublisher:
         publisher = cls(**kwargs)
         publisher.events = [c.event for c in chunks]
         for chunk in chunks:
@@ -248,13 +245,8 @@ class StreamPublisher:
         """End the stream with one error event (a failure after streaming began)."""
         if self._finished:
             return
-        error = StreamError(
-            status_code=status_code,
-            content=StreamErrorContent(
-                error=message, timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            ),
-        )
-        await self._store([(StreamEvent(request_id=self.request_id, error=error), [])])
+        event = StreamEvent.failure(self.request_id, status_code, message)
+        await self._store([(event, [])])
         await self._deliver(refresh=True)
         self._finished = True
 
@@ -265,7 +257,7 @@ class StreamPublisher:
         for event, token_ids in new:
             event.seq = self.next_seq
             self.events.append(event)
-            item = streams.put_chunk(
+            item = stream_table.put_chunk(
                 self.settings.table,
                 request_id=self.request_id,
                 event=event,
@@ -299,16 +291,17 @@ class StreamPublisher:
 
     async def _attach_new(self) -> None:
         answer = await self.aws(
-            self.dynamodb.query, **streams.query_subscriptions(self.settings.table, self.request_id)
+            self.dynamodb.query,
+            **stream_table.query_subscriptions(self.settings.table, self.request_id),
         )
         for item in answer.get("Items", []):
-            subscription = streams.Subscription.from_item(item)
+            subscription = stream_table.Subscription.from_item(item)
             if subscription.connection_id in self._followers:
                 continue
             try:
                 await self.aws(
                     self.dynamodb.update_item,
-                    **streams.attach_subscription(
+                    **stream_table.attach_subscription(
                         self.settings.table,
                         request_id=self.request_id,
                         connection_id=subscription.connection_id,
@@ -339,7 +332,7 @@ class StreamPublisher:
         try:
             await self.aws(
                 self.dynamodb.transact_write_items,
-                **streams.delete_subscription(
+                **stream_table.delete_subscription(
                     self.settings.table, request_id=self.request_id, connection_id=connection_id
                 ),
             )

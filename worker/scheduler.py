@@ -30,9 +30,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from headrace.contracts import CompletionOutput, CompletionRequest, TokenOutput
-from headrace.errors import HeadraceError
-from headrace.logs import request_context
+from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
+from headrace.core.errors import HeadraceError
+from headrace.core.logs import request_context
 from worker.batching import select_batch
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step

@@ -18,9 +18,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from headrace import streams
-from headrace.errors import HeadraceError
-from headrace.jobstore import Item
+from headrace.core.errors import HeadraceError
+from headrace.core.tables import streams as stream_table
+from headrace.core.tables.jobs import Item
 
 logger = logging.getLogger("headrace.stream")
 
@@ -110,11 +110,13 @@ class SubscriberWatch:
         for start in range(0, len(ids), BATCH_GET_LIMIT):
             answer = await self.aws(
                 self.dynamodb.batch_get_item,
-                **streams.get_subscription_counts(self.table, ids[start : start + BATCH_GET_LIMIT]),
+                **stream_table.get_subscription_counts(
+                    self.table, ids[start : start + BATCH_GET_LIMIT]
+                ),
             )
             # Keys left unprocessed (throttling) are simply read at the next check.
             for item in answer.get("Responses", {}).get(self.table, []):
-                request_id, count = streams.subscription_count(item)
+                request_id, count = stream_table.subscription_count(item)
                 watched = self._watched.get(request_id)
                 if watched is not None:
                     watched.subscriptions_seen(count)

@@ -28,7 +28,7 @@ from headrace.client.errors import (
     UnauthorizedError,
 )
 from headrace.client.responses import CompletionStreamResponse, CompletionSyncResponse
-from headrace.contracts import CompletionOutput, JobView, StreamOutput, TokenOutput
+from headrace.core.contracts import CompletionOutput, JobView, StreamOutput, TokenOutput
 
 __all__ = [
     "BadRequestError",

@@ -16,15 +16,16 @@ from headrace.client.errors import (
     job_failed_error,
 )
 from headrace.client.responses import CompletionSyncResponse, job_view
-from headrace.contracts import JobStatus, JobView
+from headrace.core import routes
+from headrace.core.contracts import JobStatus, JobView
 
 if TYPE_CHECKING:
     import aiohttp
 
-ASYNC_PATH = "/v1/llm/completions-async"
-SYNC_PATH = "/v1/llm/completions-sync"
-JOB_PATH = "/v1/llm/completions/{request_id}"
-MODELS_PATH = "/v1/llm/model-endpoints"
+ASYNC_PATH = routes.COMPLETIONS_ASYNC
+SYNC_PATH = routes.COMPLETIONS_SYNC
+JOB_PATH = routes.COMPLETION
+MODELS_PATH = routes.MODEL_ENDPOINTS
 
 # The sync route holds a request up to 25 s (under API Gateway's 30 s); shorter timeouts
 # submit and poll instead, so the caller's timeout is honoured.

@@ -27,7 +27,7 @@ from headrace.client.errors import (
     error_from_response,
 )
 from headrace.client.responses import CompletionStreamResponse
-from headrace.contracts import WebSocketAck
+from headrace.core.contracts import WebSocketAck
 
 if TYPE_CHECKING:
     import aiohttp

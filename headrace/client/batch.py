@@ -18,7 +18,7 @@ from headrace.client.errors import (
     job_failed_error,
 )
 from headrace.client.responses import CompletionSyncResponse
-from headrace.contracts import JobStatus
+from headrace.core.contracts import JobStatus
 
 if TYPE_CHECKING:
     import aiohttp

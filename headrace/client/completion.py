@@ -13,7 +13,7 @@ from headrace.client._sync import iterate_in_thread, run_sync
 from headrace.client.batch import BatchItem, BatchResult, abatch_as_completed, abatch_create
 from headrace.client.errors import BadRequestError
 from headrace.client.responses import CompletionStreamResponse, CompletionSyncResponse
-from headrace.contracts import JobView
+from headrace.core.contracts import JobView
 
 DEFAULT_TIMEOUT = 300.0
 

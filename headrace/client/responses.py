@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from headrace.core import contracts
+from headrace.core.contracts import JobView, StreamEvent
 
-from headrace.contracts import CompletionOutput, JobView, StreamEvent
 
-
-class CompletionSyncResponse(BaseModel):
+class CompletionSyncResponse(contracts.CompletionSyncResponse):
     """A finished completion: `request_id` and `output` (text, token counts, tokens)."""
-
-    request_id: str
-    output: CompletionOutput
 
     def json(self, **kwargs: Any) -> str:
         """The response as a JSON string, as the API sends it (no null fields)."""

@@ -22,7 +22,10 @@ from typing import IO, Any
 
 import boto3
 
-from headrace import devmodel, jobstore
+from headrace.core import routes
+from headrace.core.tables import jobs as job_table
+from headrace.dev import model as devmodel
+from headrace.dev.model import DEV_MODEL_NAME, artifact_digest, build_dev_model
 from headrace.dev.moto import (
     MOTO_CREDENTIALS,
     MOTO_ENV,
@@ -31,7 +34,6 @@ from headrace.dev.moto import (
     start_moto_server,
     stop_process,
 )
-from headrace.devmodel import DEV_MODEL_NAME, artifact_digest, build_dev_model
 from infra.provision import AwsClients, ProvisionedResources, provision, settings_overrides
 from worker.artifacts import upload_model
 
@@ -131,7 +133,7 @@ class LocalStack:
             self.model_zoo = {DEV_MODEL_NAME: self._upload_dev_model(clients.s3)}
             self.api_key = self._dev_api_key()
             clients.dynamodb.put_item(
-                **jobstore.put_api_key(
+                **job_table.put_api_key(
                     self.resources.table_name, self.api_key, name="dev", now=time.time()
                 )
             )
@@ -178,7 +180,14 @@ class LocalStack:
             logger.warning("port %d is taken; the gateway uses %d", port, fallback)
             port = fallback
         self.base_url = f"http://{self.options.host}:{port}"
-        command = [sys.executable, "-m", "headrace.cli", "gateway", "--host", self.options.host]
+        command = [
+            sys.executable,
+            "-m",
+            "headrace.cli.main",
+            "gateway",
+            "--host",
+            self.options.host,
+        ]
         self._gateway = self._spawn([*command, "--port", str(port)], "gateway", self.env())
         _wait_http(self.base_url + "/", self._gateway, timeout=30)
 
@@ -199,7 +208,7 @@ class LocalStack:
                 if process.poll() is not None:
                     raise StackError(f"a worker exited with status {process.returncode}")
             request = urllib.request.Request(
-                self.base_url + "/v1/llm/model-endpoints", headers={"x-api-key": self.api_key}
+                self.base_url + routes.MODEL_ENDPOINTS, headers={"x-api-key": self.api_key}
             )
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:

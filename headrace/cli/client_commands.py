@@ -1,4 +1,4 @@
-"""Client-side CLI commands (complete, submit, status). Registered by headrace.cli.
+"""Client-side CLI commands (complete, submit, status). Registered by headrace.cli.main.
 
 Every failure prints one line, `headrace: <what went wrong>`, and exits non-zero.
 """

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.contracts import CompletionRequest, JobError, JobStatus, JobView
+from headrace.core.contracts import CompletionRequest, JobError, JobStatus, JobView
 
 Item = dict[str, dict[str, Any]]
 
@@ -61,7 +61,7 @@ class JobRecord:
     lease_expires_at: float | None = None
     output: dict[str, Any] | None = None
     error: JobError | None = None
-    subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.streams)
+    subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.core.tables.streams)
 
     @classmethod
     def from_item(cls, item: Item) -> JobRecord:

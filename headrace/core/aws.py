@@ -8,7 +8,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from headrace.errors import (
+from headrace.core.errors import (
     ConditionFailed,
     Gone,
     HeadraceError,
@@ -16,7 +16,7 @@ from headrace.errors import (
     Throttled,
     TransientError,
 )
-from headrace.settings import Settings
+from headrace.core.settings import Settings
 
 _THROTTLING_CODES = frozenset(
     {

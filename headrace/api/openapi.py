@@ -1,6 +1,6 @@
 """The HTTP API as an OpenAPI 3.1 document, generated from the wire models.
 
-    python -m headrace.openapi > openapi.json    # regenerate the committed copy
+    python -m headrace.api.openapi > openapi.json    # regenerate the committed copy
 
 `openapi_document()` is what the local gateway serves at /openapi.json. The WebSocket API
 (`complete` / `subscribe` frames, stream events) is not an OpenAPI thing; see the README.
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import version
 from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from headrace import __version__
-from headrace.client.responses import CompletionSyncResponse
-from headrace.contracts import (
+from headrace.core import routes
+from headrace.core.contracts import (
     CompletionRequest,
+    CompletionSyncResponse,
     JobView,
     ModelEndpoint,
     StreamEvent,
@@ -52,7 +53,6 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 
 # Served by the local gateway beside the template's routes (headrace.dev.sse); on AWS a
 # buffered Lambda cannot stream, so there the WebSocket API streams instead.
-STREAM_PATH = "/v1/llm/completions-stream"
 
 _ERRORS = {
     400: "A field is invalid or not supported; the detail names it",
@@ -103,7 +103,7 @@ def _submit(summary: str, description: str, answers: dict[str, Any]) -> dict[str
 def _paths() -> dict[str, Any]:
     queued = _json(SubmitResponse, "Queued: poll GET /v1/llm/completions/{request_id}")
     return {
-        "/v1/llm/completions-async": {
+        routes.COMPLETIONS_ASYNC: {
             "post": _submit(
                 "Submit a completion",
                 "Validate, record and enqueue the job; answer at once with its request_id.",
@@ -111,7 +111,7 @@ def _paths() -> dict[str, Any]:
             )
             | {"operationId": "submitCompletion"}
         },
-        "/v1/llm/completions-sync": {
+        routes.COMPLETIONS_SYNC: {
             "post": _submit(
                 "Complete and wait",
                 "Submit, then wait up to HEADRACE_SYNC_WAIT_SECONDS for the result; 202 with "
@@ -123,7 +123,7 @@ def _paths() -> dict[str, Any]:
             )
             | {"operationId": "createCompletionSync"}
         },
-        STREAM_PATH: {
+        routes.COMPLETIONS_STREAM: {
             "post": _submit(
                 "Complete and stream (server-sent events)",
                 "LLM Engine's streaming route: data-only server-sent events, each `data: "
@@ -149,7 +149,7 @@ def _paths() -> dict[str, Any]:
             )
             | {"operationId": "createCompletionStream"}
         },
-        "/v1/llm/completions/{request_id}": {
+        routes.COMPLETION: {
             "get": {
                 "operationId": "getCompletion",
                 "summary": "A job's state and result",
@@ -167,7 +167,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/v1/llm/model-endpoints": {
+        routes.MODEL_ENDPOINTS: {
             "get": {
                 "operationId": "listModelEndpoints",
                 "summary": "The model zoo and whether a worker serves each model",
@@ -186,7 +186,7 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "Headrace",
-            "version": __version__,
+            "version": version("headrace"),
             "description": "Queue-driven LLM completions with the request and response shapes "
             "of Scale's LLM Engine. Send the API key as `x-api-key` (or as the user name of "
             'HTTP basic auth). Errors are `{"detail": ...}`.',

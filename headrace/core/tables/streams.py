@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.contracts import StreamEvent
-from headrace.jobstore import Item, job_key
+from headrace.core.contracts import StreamEvent
+from headrace.core.tables.jobs import Item, job_key
 
 _SEQ_WIDTH = 9
 HANDLER_ATTACHMENT = "handler"

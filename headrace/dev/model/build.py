@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from headrace.devmodel.tokenizer import (
+from headrace.dev.model.tokenizer import (
     EOS_ID,
     EOS_TOKEN,
     corpus_paragraphs,

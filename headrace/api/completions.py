@@ -1,88 +1,26 @@
-"""The API's service functions: authenticate, validate, submit, look up, wait. No HTTP here."""
+"""The completion service: validate, record and enqueue a job, look it up, wait for it."""
 
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from botocore.exceptions import BotoCoreError
 
-from headrace import jobstore
-from headrace.aws import translate_client_error
-from headrace.contracts import (
-    CompletionRequest,
-    JobMessage,
-    ModelEndpoint,
-    SubmitResponse,
-)
-from headrace.errors import (
+from headrace.api.services import ApiServices, call
+from headrace.core.contracts import CompletionRequest, JobMessage, SubmitResponse
+from headrace.core.errors import (
     ConditionFailed,
     HeadraceError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    Throttled,
     TransientError,
-    Unauthorized,
 )
-from headrace.jobstore import JobRecord
-from headrace.settings import Settings
-
-_API_KEY_CACHE_SECONDS = 60.0
-
-
-@dataclass
-class ApiServices:
-    """What the HTTP handlers need, built once per cold start and passed to every call."""
-
-    settings: Settings
-    dynamodb: Any
-    sqs: Any
-    clock: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
-    management_client_factory: Callable[[str], Any] | None = None
-    _queue_url: str | None = None
-    _known_keys: dict[str, float] = field(default_factory=dict)
-    _management_clients: dict[str, Any] = field(default_factory=dict)
-
-    def management_client(self, endpoint: str) -> Any:
-        """An apigatewaymanagementapi client for a WebSocket API endpoint, created once."""
-        client = self._management_clients.get(endpoint)
-        if client is None:
-            assert self.management_client_factory is not None
-            client = self._management_clients[endpoint] = self.management_client_factory(endpoint)
-        return client
-
-    def queue_url(self) -> str:
-        if self._queue_url is None:
-            found = call(self.sqs.get_queue_url, {"QueueName": self.settings.queue_name})
-            self._queue_url = str(found["QueueUrl"])
-        return self._queue_url
-
-
-def authenticate(services: ApiServices, api_key: str | None) -> str:
-    """The owner id (hash of the key) of a known key; Unauthorized otherwise."""
-    if not api_key:
-        raise Unauthorized("missing API key: send it in the x-api-key header")
-    owner = jobstore.hash_api_key(api_key)
-    now = services.clock()
-    if services._known_keys.get(owner, 0.0) > now:
-        return owner
-    try:
-        found = services.dynamodb.get_item(
-            TableName=services.settings.table_name, Key=jobstore.api_key_key(api_key)
-        )
-    except ClientError as e:
-        raise translate_client_error(e) from e
-    if "Item" not in found:
-        raise Unauthorized("unknown API key")
-    services._known_keys[owner] = now + _API_KEY_CACHE_SECONDS
-    return owner
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
+from headrace.core.tables.jobs import JobRecord
 
 
 def resolve_model(
@@ -122,14 +60,6 @@ def check_limits(settings: Settings, request: CompletionRequest) -> None:
         )
 
 
-_transient = retry(
-    retry=retry_if_exception_type((TransientError, Throttled)),
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.05, max=0.5),
-    reraise=True,
-)
-
-
 def submit(
     services: ApiServices,
     *,
@@ -150,7 +80,7 @@ def submit(
     stored_request = request.model_copy(update={"model": model})
     call(
         services.dynamodb.put_item,
-        jobstore.put_new_job(
+        job_table.put_new_job(
             settings.table_name,
             request_id=request_id,
             owner=owner,
@@ -182,7 +112,7 @@ def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) ->
     with contextlib.suppress(ConditionFailed):
         call(
             services.dynamodb.update_item,
-            jobstore.fail_queued_job(
+            job_table.fail_queued_job(
                 services.settings.table_name,
                 request_id=request_id,
                 reason=f"enqueue failed: {reason}",
@@ -191,21 +121,13 @@ def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) ->
         )
 
 
-@_transient
-def call(operation: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    try:
-        return operation(**kwargs)
-    except ClientError as e:
-        raise translate_client_error(e) from e
-
-
 def get_job(services: ApiServices, *, owner: str, request_id: str) -> JobRecord:
     try:
         uuid.UUID(request_id)
     except ValueError:
         raise NotFound(f"request {request_id!r} not found") from None
     found = call(
-        services.dynamodb.get_item, jobstore.get_job(services.settings.table_name, request_id)
+        services.dynamodb.get_item, job_table.get_job(services.settings.table_name, request_id)
     )
     item = found.get("Item")
     # Another key's job answers exactly like a missing one: no existence oracle.
@@ -227,23 +149,3 @@ def wait_for_final(
             return record
         services.sleep(min(interval, remaining))
         interval = min(interval * 1.5, 0.5)
-
-
-def model_endpoints(services: ApiServices) -> list[ModelEndpoint]:
-    zoo = services.settings.model_zoo
-    names = sorted(zoo)
-    served: dict[str, float] = {}
-    if names:
-        table = services.settings.table_name
-        found = call(services.dynamodb.batch_get_item, jobstore.get_presences(table, names))
-        served = dict(jobstore.served_until(item) for item in found["Responses"].get(table, []))
-    now = services.clock()
-    return [
-        ModelEndpoint(
-            name=name,
-            status="READY" if served.get(name, 0.0) > now else "NO_WORKER",
-            served=served.get(name, 0.0) > now,
-            artifact=zoo[name],
-        )
-        for name in names
-    ]

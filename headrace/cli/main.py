@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from headrace.logs import configure_logging
+from headrace.core.logs import configure_logging
 
-logger = logging.getLogger("headrace.cli")
+logger = logging.getLogger("headrace.cli.main")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=8080)
     gateway.set_defaults(run=_run_gateway)
 
-    from headrace import cli_client
+    from headrace.cli import client_commands
 
-    cli_client.register(commands)
+    client_commands.register(commands)
     return parser
 
 
@@ -80,18 +80,21 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _run_gateway(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from headrace.dev import sse
+    from headrace.api.openapi import openapi_document
+    from headrace.core import routes
+    from headrace.core.contracts import StreamEvent
+    from headrace.core.settings import Settings
+    from headrace.dev import sse_route
     from headrace.dev.gateway import LocalGateway
     from headrace.dev.websocket import LocalWebSocketApi
-    from headrace.openapi import openapi_document
-    from headrace.settings import Settings
-    from headrace.streaming import error_event
 
     configure_logging(Settings().log_level)
 
     def oversize_reply(connection_id: str, request_id: str) -> dict[str, Any]:
         # Headrace's clients read errors as stream error events, the gateway's own included.
-        event = error_event(None, 413, "frame: larger than the 128 KB WebSocket message limit")
+        event = StreamEvent.failure(
+            None, 413, "frame: larger than the 128 KB WebSocket message limit"
+        )
         return event.model_dump(mode="json")
 
     async def serve() -> None:
@@ -108,8 +111,8 @@ def _run_gateway(args: argparse.Namespace) -> int:
         gateway = LocalGateway.from_template(
             extra_routes=[
                 *websocket.route_defs(),
-                *sse.route_defs(),
-                web.get("/openapi.json", openapi),
+                *sse_route.route_defs(),
+                web.get(routes.OPENAPI, openapi),
             ]
         )
         gateway.resolve_all()

@@ -24,7 +24,7 @@ _VOWELS = "aeiou"
 
 def corpus_paragraphs() -> list[str]:
     """The bundled training corpus, one paragraph per non-empty line."""
-    text = resources.files("headrace.devmodel").joinpath("corpus.txt").read_text("utf-8")
+    text = resources.files("headrace.dev.model").joinpath("corpus.txt").read_text("utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

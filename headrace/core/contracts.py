@@ -5,12 +5,13 @@ Field names and ranges follow Scale's LLM Engine client so its users can point i
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from headrace.errors import InvalidRequest, UnprocessableBody
+from headrace.core.errors import InvalidRequest, UnprocessableBody
 
 # Fields in the LLM Engine contract that CTranslate2 cannot honour. Sending a value that would
 # change decoding is a 400 naming the field; it is never silently ignored.
@@ -96,6 +97,13 @@ class CompletionOutput(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         # `tokens` appears only when log probs were asked for (DESIGN.md result shape).
         return self.model_dump(exclude_none=True)
+
+
+class CompletionSyncResponse(BaseModel):
+    """A finished completion: `request_id` and `output` (text, token counts, tokens)."""
+
+    request_id: str
+    output: CompletionOutput
 
 
 class JobStatus(enum.StrEnum):
@@ -188,6 +196,15 @@ class StreamEvent(BaseModel):
     @property
     def is_last(self) -> bool:
         return self.error is not None or (self.output is not None and self.output.finished)
+
+    @classmethod
+    def failure(cls, request_id: str | None, status_code: int, message: str) -> StreamEvent:
+        """The one error event that ends a stream (LLM Engine's shape, timestamped now)."""
+        timestamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        content = StreamErrorContent(error=message, timestamp=timestamp)
+        return cls(
+            request_id=request_id, error=StreamError(status_code=status_code, content=content)
+        )
 
 
 class WebSocketAck(BaseModel):

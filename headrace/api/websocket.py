@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import datetime as dt
 import logging
-from collections.abc import AsyncIterator
 
 from botocore.exceptions import BotoCoreError
 
-from headrace import completions, streams
-from headrace.completions import ApiServices, call
-from headrace.contracts import (
+from headrace.api import completions
+from headrace.api.auth import authenticate
+from headrace.api.services import ApiServices, call
+from headrace.core.contracts import (
     CompletionRequest,
     JobStatus,
-    StreamError,
-    StreamErrorContent,
     StreamEvent,
     StreamOutput,
     WebSocketAck,
 )
-from headrace.errors import ConditionFailed, Gone, HeadraceError, NotFound, Unauthorized
-from headrace.jobstore import JobRecord
-from headrace.streams import Connection
+from headrace.core.errors import ConditionFailed, Gone, HeadraceError, NotFound, Unauthorized
+from headrace.core.tables import streams as stream_table
+from headrace.core.tables.jobs import JobRecord
+from headrace.core.tables.streams import Connection
 
 logger = logging.getLogger("headrace.api")
 
@@ -37,10 +34,10 @@ def management_endpoint(services: ApiServices, domain_name: str, stage: str) -> 
 def connect(
     services: ApiServices, *, connection_id: str, api_key: str | None, endpoint: str
 ) -> None:
-    owner = completions.authenticate(services, api_key)
+    owner = authenticate(services, api_key)
     call(
         services.dynamodb.put_item,
-        streams.put_connection(
+        stream_table.put_connection(
             services.settings.table_name,
             connection_id=connection_id,
             owner=owner,
@@ -55,7 +52,7 @@ def connection(services: ApiServices, connection_id: str) -> Connection:
         services.dynamodb.get_item,
         {
             "TableName": services.settings.table_name,
-            "Key": streams.connection_key(connection_id),
+            "Key": stream_table.connection_key(connection_id),
             "ConsistentRead": True,
         },
     )
@@ -67,26 +64,28 @@ def connection(services: ApiServices, connection_id: str) -> Connection:
 def disconnect(services: ApiServices, *, connection_id: str) -> None:
     """Forget the connection and every subscription it had."""
     table = services.settings.table_name
-    answer = call(services.dynamodb.query, streams.query_connection_items(table, connection_id))
+    answer = call(
+        services.dynamodb.query, stream_table.query_connection_items(table, connection_id)
+    )
     for item in answer.get("Items", []):
         sk = item["sk"]["S"]
         if sk.startswith("sub#"):
             call(
                 services.dynamodb.transact_write_items,
-                streams.delete_subscription(
+                stream_table.delete_subscription(
                     table, request_id=sk.removeprefix("sub#"), connection_id=connection_id
                 ),
             )
     call(
         services.dynamodb.delete_item,
-        {"TableName": table, "Key": streams.connection_key(connection_id)},
+        {"TableName": table, "Key": stream_table.connection_key(connection_id)},
     )
 
 
 def _add_subscription(
     services: ApiServices, conn: Connection, request_id: str, from_seq: int
 ) -> None:
-    request = streams.add_subscription(
+    request = stream_table.add_subscription(
         services.settings.table_name,
         request_id=request_id,
         connection_id=conn.connection_id,
@@ -136,26 +135,27 @@ def _replay_finished(
     try:
         call(
             services.dynamodb.update_item,
-            streams.attach_subscription(
+            stream_table.attach_subscription(
                 table,
                 request_id=record.request_id,
                 connection_id=conn.connection_id,
-                attacher=streams.HANDLER_ATTACHMENT,
+                attacher=stream_table.HANDLER_ATTACHMENT,
             ),
         )
     except ConditionFailed:
         return  # the worker delivers (or delivered) to this subscription
     answer = call(
-        services.dynamodb.query, streams.query_chunks(table, record.request_id, from_seq=from_seq)
+        services.dynamodb.query,
+        stream_table.query_chunks(table, record.request_id, from_seq=from_seq),
     )
-    events = [streams.StoredChunk.from_item(i).event for i in answer.get("Items", [])]
+    events = [stream_table.StoredChunk.from_item(i).event for i in answer.get("Items", [])]
     if not events and from_seq == 0:
-        events = [_event_without_stream(record)]
+        events = [event_without_stream(record)]
     for event in events:
         post_event(services, conn, event)
 
 
-def _event_without_stream(record: JobRecord) -> StreamEvent:
+def event_without_stream(record: JobRecord) -> StreamEvent:
     """A final job that never streamed (it failed before decoding, or was cancelled)."""
     if record.status is JobStatus.SUCCEEDED and record.output is not None:
         return StreamEvent(
@@ -169,19 +169,7 @@ def _event_without_stream(record: JobRecord) -> StreamEvent:
             ),
         )
     message = record.error.message if record.error else f"job {record.status.value}"
-    return error_event(record.request_id, 500, message)
-
-
-def error_event(request_id: str | None, status_code: int, message: str) -> StreamEvent:
-    return StreamEvent(
-        request_id=request_id,
-        error=StreamError(
-            status_code=status_code,
-            content=StreamErrorContent(
-                error=message, timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            ),
-        ),
-    )
+    return StreamEvent.failure(record.request_id, 500, message)
 
 
 def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> bool:
@@ -199,48 +187,3 @@ def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> b
     except BotoCoreError as e:
         logger.warning("could not post to the connection: %s", e)
     return True
-
-
-async def follow_stored(
-    services: ApiServices,
-    *,
-    owner: str,
-    request_id: str,
-    from_seq: int = 0,
-    poll_seconds: float = 0.03,
-    timeout_seconds: float = 900.0,
-) -> AsyncIterator[StreamEvent]:
-    """A job's stream as stored by its worker, from `from_seq` until the last event.
-
-    Polls the stored chunks: this is what serves clients that cannot hold a WebSocket (SSE).
-    """
-    table = services.settings.table_name
-    deadline = services.clock() + timeout_seconds
-    next_seq = from_seq
-    checked_job_at = services.clock()
-    while True:
-        answer = await asyncio.to_thread(
-            call,
-            services.dynamodb.query,
-            streams.query_chunks(table, request_id, from_seq=next_seq),
-        )
-        for item in answer.get("Items", []):
-            event = streams.StoredChunk.from_item(item).event
-            next_seq += 1
-            yield event
-            if event.is_last:
-                return
-        now = services.clock()
-        if now > deadline:
-            yield error_event(request_id, 504, "stream timed out; subscribe again to resume")
-            return
-        if now - checked_job_at > 1.0:
-            # A job can end without streaming (it failed before decoding).
-            checked_job_at = now
-            record = await asyncio.to_thread(
-                completions.get_job, services, owner=owner, request_id=request_id
-            )
-            if record.status.is_final and next_seq == 0:
-                yield _event_without_stream(record)
-                return
-        await asyncio.sleep(poll_seconds)

@@ -1,0 +1,54 @@
+"""Who is calling: the API key from the request headers, checked against the key table."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+
+from botocore.exceptions import ClientError
+
+from headrace.api.services import ApiServices
+from headrace.core.aws import translate_client_error
+from headrace.core.errors import Unauthorized
+from headrace.core.tables import jobs as job_table
+
+_API_KEY_CACHE_SECONDS = 60.0
+
+
+def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
+
+    `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them).
+    """
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def authenticate(services: ApiServices, api_key: str | None) -> str:
+    """The owner id (hash of the key) of a known key; Unauthorized otherwise."""
+    if not api_key:
+        raise Unauthorized("missing API key: send it in the x-api-key header")
+    owner = job_table.hash_api_key(api_key)
+    now = services.clock()
+    if services._known_keys.get(owner, 0.0) > now:
+        return owner
+    try:
+        found = services.dynamodb.get_item(
+            TableName=services.settings.table_name, Key=job_table.api_key_key(api_key)
+        )
+    except ClientError as e:
+        raise translate_client_error(e) from e
+    if "Item" not in found:
+        raise Unauthorized("unknown API key")
+    services._known_keys[owner] = now + _API_KEY_CACHE_SECONDS
+    return owner

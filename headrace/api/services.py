@@ -1,0 +1,81 @@
+"""What the API's service functions share: settings and AWS clients, built once per process."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from headrace.core.aws import boto3_client, translate_client_error
+from headrace.core.errors import Throttled, TransientError
+from headrace.core.logs import configure_logging
+from headrace.core.settings import Settings
+
+
+@dataclass
+class ApiServices:
+    """What the entry points need, built once per cold start and passed to every call."""
+
+    settings: Settings
+    dynamodb: Any
+    sqs: Any
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    management_client_factory: Callable[[str], Any] | None = None
+    _queue_url: str | None = None
+    _known_keys: dict[str, float] = field(default_factory=dict)
+    _management_clients: dict[str, Any] = field(default_factory=dict)
+
+    def management_client(self, endpoint: str) -> Any:
+        """An apigatewaymanagementapi client for a WebSocket API endpoint, created once."""
+        client = self._management_clients.get(endpoint)
+        if client is None:
+            assert self.management_client_factory is not None
+            client = self._management_clients[endpoint] = self.management_client_factory(endpoint)
+        return client
+
+    def queue_url(self) -> str:
+        if self._queue_url is None:
+            found = call(self.sqs.get_queue_url, {"QueueName": self.settings.queue_name})
+            self._queue_url = str(found["QueueUrl"])
+        return self._queue_url
+
+
+def build_services(settings: Settings) -> ApiServices:
+    return ApiServices(
+        settings=settings,
+        dynamodb=boto3_client(settings, "dynamodb"),
+        sqs=boto3_client(settings, "sqs"),
+        management_client_factory=lambda endpoint: boto3_client(
+            settings, "apigatewaymanagementapi", endpoint_url=endpoint
+        ),
+    )
+
+
+@functools.cache
+def default_services() -> ApiServices:
+    """Built once per cold start: settings from the environment, clients created once."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return build_services(settings)
+
+
+_transient = retry(
+    retry=retry_if_exception_type((TransientError, Throttled)),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.05, max=0.5),
+    reraise=True,
+)
+
+
+@_transient
+def call(operation: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return operation(**kwargs)
+    except ClientError as e:
+        raise translate_client_error(e) from e
