@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test lint bench clean
+.PHONY: install dev test test-fast lint bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(INSTALLED)
 
 test: lint
 	$(VENV)/bin/python -m pytest
+
+# The tests that start no process and open no port (tests/unit).
+test-fast: $(INSTALLED)
+	$(VENV)/bin/python -m pytest tests/unit
 
 # The benchmark of README "Performance": engine limit vs headrace vs a naive worker (~15 min).
 bench: $(INSTALLED)

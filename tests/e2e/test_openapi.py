@@ -7,7 +7,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import Api
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openapi_spec_validator import validate
 
@@ -15,8 +14,9 @@ from headrace.api.openapi import openapi_document, render
 from headrace.core import routes
 from headrace.dev.model import DEV_MODEL_NAME
 from infra.template import http_routes, load_template
+from tests.conftest import Api
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "openapi.json"
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import ctranslate2
 import pytest
-from conftest import Api
 from tokenizers import Tokenizer
 
 from headrace.dev.model import DEV_MODEL_NAME
+from tests.conftest import Api
 
 
 def decode_directly(model_dir: Path, prompt: str, max_new_tokens: int) -> tuple[str, int, int]:

@@ -17,7 +17,7 @@ from headrace.client import configure, reset_configuration
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def env_for(stack: LocalStack | None, home: Path, **extra: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from fake_ws_server import FakeStreamServer, text_events
 
 from headrace import BadRequestError, Completion, HeadraceConnectionError, NotFoundError
 from headrace.client import (
@@ -23,6 +22,7 @@ from headrace.client import (
 from headrace.client._stream import StreamTracker, stream_events
 from headrace.client.errors import UnauthorizedError
 from headrace.core.contracts import StreamError, StreamErrorContent, StreamEvent
+from tests.e2e.fake_ws_server import FakeStreamServer, text_events
 
 PIECES = ["The", " river", " turns", " the", " wheel", "."]
 KEY = "hr-test-key"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api, make_stack
 
 from headrace.api import completions
 from headrace.api import services as api_services
@@ -22,6 +21,7 @@ from headrace.core.tables import jobs as job_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
+from tests.conftest import Api, make_stack
 
 
 def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from conftest import Api
 
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
+from tests.conftest import Api
 
 T = TypeVar("T")
 Frame = dict[str, Any]

@@ -8,10 +8,10 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import Api
 
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
+from tests.conftest import Api
 
 PATH = f"/v1/llm/completions-stream?model_endpoint_name={DEV_MODEL_NAME}"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api
 
 from headrace import (
     BadRequestError,
@@ -36,6 +35,7 @@ from headrace.client.errors import error_from_response
 from headrace.core.contracts import JobView
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
+from tests.conftest import Api
 
 CLIENT_ENV = ("HEADRACE_BASE_URL", "HEADRACE_WS_URL", "HEADRACE_API_KEY", "HEADRACE_DEFAULT_MODEL")
 
