@@ -10,16 +10,15 @@ one, so pointing the client at another deployment never sends it the local dev k
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from headrace.client.dev_state import read_dev_state
+
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "headrace-tiny"
-STATE_FILE_NAME = "dev-stack.json"  # headrace.dev.stack writes it
 
 
 @dataclass(frozen=True)
@@ -71,20 +70,6 @@ def configure(
 def reset_configuration() -> None:
     """Forget what `configure` set: back to the environment and the local stack."""
     _overrides.clear()
-
-
-def state_file() -> Path:
-    home = os.environ.get("HEADRACE_HOME") or str(Path.home() / ".headrace")
-    return Path(home) / STATE_FILE_NAME
-
-
-def read_dev_state() -> dict[str, Any]:
-    """What a running `headrace dev` recorded (empty when there is none)."""
-    try:
-        state = json.loads(state_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
 
 
 def current_config() -> ClientConfig:

@@ -90,6 +90,14 @@ class StreamTracker:
         self.pending.clear()
         return out
 
+    def receive_timeout(self, remaining: float) -> float:
+        """How long to wait for the next frame, with `remaining` seconds left in all."""
+        if self.ahead:
+            return min(remaining, GAP_TIMEOUT_SECONDS)
+        if self.job_was_final:
+            return min(remaining, FINAL_GRACE_SECONDS)
+        return remaining
+
     def adopt_pending(self) -> None:
         """No ack came but events did: they name the request to resume."""
         if self.request_id is None and len(self.pending) == 1:
@@ -160,13 +168,8 @@ async def stream_events(
                         remaining = deadline - loop.time()
                         if remaining <= 0:
                             raise _timed_out(tracker, time_limit)
-                        wait = remaining
-                        if tracker.ahead:
-                            wait = min(wait, GAP_TIMEOUT_SECONDS)
-                        elif tracker.job_was_final:
-                            wait = min(wait, FINAL_GRACE_SECONDS)
                         try:
-                            message = await ws.receive(timeout=wait)
+                            message = await ws.receive(timeout=tracker.receive_timeout(remaining))
                         except TimeoutError:
                             if loop.time() >= deadline:
                                 raise _timed_out(tracker, time_limit) from None
@@ -193,23 +196,44 @@ async def stream_events(
             else:
                 last_error = HeadraceConnectionError("the WebSocket connection closed mid-stream")
             tracker.adopt_pending()
-            if tracker.request_id is None and sent_complete:
-                raise HeadraceConnectionError(
-                    "the WebSocket connection broke before the server acknowledged the request"
-                    f" ({last_error}); it may still run, but its request_id is unknown"
-                )
             failures += 1
-            if failures > max_reconnects:
-                if tracker.request_id is not None:
-                    last_error.detail = (
-                        f"{last_error.detail}; gave up after {max_reconnects} reconnects. Resume"
-                        f" with Completion.stream_existing({tracker.request_id!r},"
-                        f" from_seq={tracker.next_seq})"
-                    )
-                    last_error.request_id = tracker.request_id
-                raise last_error
+            fatal = _error_ending_stream(
+                tracker,
+                last_error,
+                sent_complete=sent_complete,
+                failures=failures,
+                max_reconnects=max_reconnects,
+            )
+            if fatal is not None:
+                raise fatal
             pause = min(0.05 * 2 ** (failures - 1), 2.0, max(deadline - loop.time(), 0.0))
             await asyncio.sleep(pause)
+
+
+def _error_ending_stream(
+    tracker: StreamTracker,
+    last_error: HeadraceClientError,
+    *,
+    sent_complete: bool,
+    failures: int,
+    max_reconnects: int,
+) -> HeadraceClientError | None:
+    """After a dropped connection: the error that ends the stream, or None to reconnect."""
+    if tracker.request_id is None and sent_complete:
+        return HeadraceConnectionError(
+            "the WebSocket connection broke before the server acknowledged the request"
+            f" ({last_error}); it may still run, but its request_id is unknown"
+        )
+    if failures <= max_reconnects:
+        return None
+    if tracker.request_id is not None:
+        last_error.detail = (
+            f"{last_error.detail}; gave up after {max_reconnects} reconnects. Resume"
+            f" with Completion.stream_existing({tracker.request_id!r},"
+            f" from_seq={tracker.next_seq})"
+        )
+        last_error.request_id = tracker.request_id
+    return last_error
 
 
 def _parse(message: aiohttp.WSMessage) -> Any:

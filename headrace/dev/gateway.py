@@ -221,26 +221,7 @@ class LocalGateway:
         except web.HTTPRequestEntityTooLarge:
             return TOO_LARGE
         route = match.route
-        now = datetime.now(UTC)
-        source_ip = request.remote or "127.0.0.1"
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        event = build_event(
-            match=match,
-            method=request.method,
-            path=request.path,
-            raw_query=request.raw_path.partition("?")[2].partition("#")[0],
-            headers=forwarding_headers(
-                request.headers.items(),
-                source_ip=source_ip,
-                port=sockname[1] if isinstance(sockname, tuple) else None,
-                scheme=request.scheme,
-            ),
-            body=body,
-            source_ip=source_ip,
-            request_id=request_id,
-            now=now,
-            protocol=f"HTTP/{request.version.major}.{request.version.minor}",
-        )
+        event = _http_api_event(request, match, body, request_id)
         event_json = json.dumps(event, ensure_ascii=False)
         if len(event_json.encode("utf-8")) > self._payload_limit:
             logger.error("%s: event exceeds the Lambda request payload limit", route.handler)
@@ -295,3 +276,28 @@ class LocalGateway:
         except MalformedResponseError as exc:
             logger.error("%s: malformed Lambda proxy response: %s", route.handler, exc)
             return INTERNAL_ERROR
+
+
+def _http_api_event(
+    request: web.Request, match: RouteMatch, body: bytes, request_id: str
+) -> dict[str, Any]:
+    """The payload format 2.0 event API Gateway would send the route's function for `request`."""
+    source_ip = request.remote or "127.0.0.1"
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return build_event(
+        match=match,
+        method=request.method,
+        path=request.path,
+        raw_query=request.raw_path.partition("?")[2].partition("#")[0],
+        headers=forwarding_headers(
+            request.headers.items(),
+            source_ip=source_ip,
+            port=sockname[1] if isinstance(sockname, tuple) else None,
+            scheme=request.scheme,
+        ),
+        body=body,
+        source_ip=source_ip,
+        request_id=request_id,
+        now=datetime.now(UTC),
+        protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+    )

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import boto3
 
+from headrace.client.dev_state import dev_state_path, headrace_home, read_dev_state
 from headrace.core import routes
 from headrace.core.tables import jobs as job_table
 from headrace.dev import model as devmodel
@@ -38,23 +39,6 @@ from infra.provision import AwsClients, ProvisionedResources, provision, setting
 from worker.artifacts import upload_model
 
 logger = logging.getLogger("headrace.dev")
-
-STATE_FILE_NAME = "dev-stack.json"
-
-
-def headrace_home() -> Path:
-    """Where the dev stack keeps its state, logs and models (HEADRACE_HOME, else ~/.headrace)."""
-    return Path(os.environ.get("HEADRACE_HOME") or Path.home() / ".headrace")
-
-
-def read_state(home: Path | None = None) -> dict[str, Any] | None:
-    """What a running `headrace dev` recorded: base_url, api_key, default model, endpoints."""
-    path = (home or headrace_home()) / STATE_FILE_NAME
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state
 
 
 class StackError(RuntimeError):
@@ -248,7 +232,8 @@ class LocalStack:
         return self.base_url.replace("http://", "ws://", 1) + "/ws"
 
     def write_state(self) -> Path:
-        path = self.home / STATE_FILE_NAME
+        """Record base_url, api_key, model and endpoints where the client looks for them."""
+        path = dev_state_path(self.home)
         state = {
             "base_url": self.base_url,
             "ws_url": self.ws_url,
@@ -262,10 +247,9 @@ class LocalStack:
         return path
 
     def remove_state(self) -> None:
-        path = self.home / STATE_FILE_NAME
-        state = read_state(self.home)
-        if state and state.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        state = read_dev_state(self.home)
+        if state.get("pid") == os.getpid():
+            dev_state_path(self.home).unlink(missing_ok=True)
 
 
 def ensure_dev_model(home: Path) -> Path:
