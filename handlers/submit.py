@@ -34,9 +34,9 @@ def handle_sync(event: HttpApiEvent, services: ApiServices, owner: str) -> dict[
     if record.status is JobStatus.SUCCEEDED:
         return json_response(200, {"request_id": request_id, "output": record.output}, request_id)
     if record.status is JobStatus.FAILED and record.error is not None:
-        status = 400 if record.error.type == "invalid_request" else 500
+        # A job fails only for the service's reasons (JobErrorType): the request was checked.
         return json_response(
-            status, {"detail": record.error.message, "request_id": request_id}, request_id
+            500, {"detail": record.error.message, "request_id": request_id}, request_id
         )
     # Not done within the wait: the caller polls GET /v1/llm/completions/{request_id}.
     return json_response(202, {"request_id": request_id, "status": record.status.value}, request_id)

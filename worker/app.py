@@ -15,6 +15,7 @@ from pathlib import Path
 import aioboto3
 
 from headrace.core.aws import boto3_client, client_kwargs
+from headrace.core.aws_calls import call_aws_async
 from headrace.core.errors import HeadraceError, ModelLoadError
 from headrace.core.logs import configure_logging
 from headrace.core.settings import Settings
@@ -81,7 +82,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         dynamodb = await stack.enter_async_context(
             session.client("dynamodb", **client_kwargs(settings))
         )
-        queue_url = (await sqs.get_queue_url(QueueName=settings.queue_name))["QueueUrl"]
+        found = await call_aws_async(sqs.get_queue_url, QueueName=settings.queue_name)
+        queue_url = found["QueueUrl"]
         post = ConnectionPoster(session, settings, stack)
         consumer = QueueConsumer(
             settings,

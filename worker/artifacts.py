@@ -9,9 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from headrace.core.errors import ModelLoadError
+from headrace.core.aws_calls import call_aws
+from headrace.core.errors import HeadraceError, ModelLoadError
 
 logger = logging.getLogger("headrace.artifacts")
 
@@ -41,13 +40,8 @@ def fetch_model(location: str, cache_dir: Path, s3: Any) -> Path:
 def _fetch_from_s3(uri: str, cache_dir: Path, s3: Any) -> Path:
     bucket, prefix = split_s3_uri(uri)
     try:
-        objects = {
-            obj["Key"][len(prefix) :]: obj["ETag"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-            if not obj["Key"].endswith("/")
-        }
-    except (ClientError, BotoCoreError) as e:
+        objects = call_aws(_list_objects, s3=s3, bucket=bucket, prefix=prefix)
+    except HeadraceError as e:
         raise ModelLoadError(f"cannot list {uri}: {e}") from e
     if not objects:
         raise ModelLoadError(f"no model at {uri}")
@@ -64,12 +58,17 @@ def _fetch_from_s3(uri: str, cache_dir: Path, s3: Any) -> Path:
         for relative in objects:
             destination = staging / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, prefix + relative, str(destination))
+            call_aws(
+                s3.download_file,
+                Bucket=bucket,
+                Key=prefix + relative,
+                Filename=str(destination),
+            )
         (staging / _MANIFEST).write_text(json.dumps(objects, sort_keys=True))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
-    except (ClientError, BotoCoreError, OSError) as e:
+    except (HeadraceError, OSError) as e:
         raise ModelLoadError(f"cannot download {uri}: {e}") from e
     finally:
         if staging.exists():
@@ -77,8 +76,19 @@ def _fetch_from_s3(uri: str, cache_dir: Path, s3: Any) -> Path:
     return target
 
 
+def _list_objects(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """Every object under the prefix (relative key -> ETag), all pages."""
+    return {
+        obj["Key"][len(prefix) :]: obj["ETag"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+        if not obj["Key"].endswith("/")
+    }
+
+
 def upload_model(model_dir: Path, uri: str, s3: Any) -> None:
     """Upload a local model directory to s3://bucket/prefix (used by `headrace dev` and docs)."""
     bucket, prefix = split_s3_uri(uri)
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, prefix + path.relative_to(model_dir).as_posix())
+        key = prefix + path.relative_to(model_dir).as_posix()
+        call_aws(s3.upload_file, Filename=str(path), Bucket=bucket, Key=key)

@@ -7,9 +7,9 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from headrace.core.aws import client_kwargs
+from headrace.core.aws_calls import call_aws_async
 from headrace.core.errors import Gone, HeadraceError
 from headrace.core.settings import Settings
-from worker.aws_calls import call_aws
 
 logger = logging.getLogger("headrace.stream")
 
@@ -36,7 +36,7 @@ class ConnectionPoster:
     async def __call__(self, endpoint: str, connection_id: str, data: bytes) -> bool:
         client = await self._client(endpoint)
         try:
-            await call_aws(client.post_to_connection, ConnectionId=connection_id, Data=data)
+            await call_aws_async(client.post_to_connection, ConnectionId=connection_id, Data=data)
         except Gone:
             return False
         except HeadraceError as e:

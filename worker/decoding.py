@@ -15,6 +15,7 @@ from tokenizers.decoders import DecodeStream
 from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
 from headrace.core.errors import ModelLoadError
 from worker.engine import SamplingParams, Step
+from worker.progress import Progress
 
 
 def sampling_params(request: CompletionRequest) -> SamplingParams:
@@ -79,11 +80,11 @@ class ItemDecoder:
     finished: bool = False
     stopped_by_sequence: bool = False
     first_token_at: float | None = None  # wall clock, comparable with the submit time
-    # What a stream may show, published as one tuple so another thread reads a consistent
-    # view: (visible text, tokens generated, finished).
-    snapshot: tuple[str, int, bool] = ("", 0, False)
     # safe_len after each generated token: the text each token made visible.
     visible_after: list[int] = field(default_factory=list)
+    # What a stream may show, published as one tuple so the event loop reads a consistent view
+    # while the engine's thread decodes: (visible text, tokens generated, finished).
+    _published: tuple[str, int, bool] = field(default=("", 0, False), init=False)
     _stream: DecodeStream = field(init=False)
     _stops: list[str] = field(init=False)
 
@@ -96,6 +97,24 @@ class ItemDecoder:
     @property
     def num_completion_tokens(self) -> int:
         return len(self.token_ids)
+
+    def progress(self, since: int) -> Progress:
+        """What a stream may show now, with the tokens from `since` on.
+
+        Safe on the event loop while the engine's thread decodes: the published tuple is read
+        at once, and the lists only grow, so their first `num_tokens` entries are final.
+        """
+        text, num_tokens, finished = self._published
+        return Progress(
+            text=text,
+            num_tokens=num_tokens,
+            finished=finished,
+            num_prompt_tokens=self.num_prompt_tokens,
+            since=since,
+            token_ids=tuple(self.token_ids[since:num_tokens]),
+            visible_after=tuple(self.visible_after[since:num_tokens]),
+            tokens=tuple(self.tokens[since:num_tokens]),
+        )
 
     def on_step(self, step: Step) -> bool:
         """Feed one generated token; True means this item must stop now."""
@@ -111,7 +130,7 @@ class ItemDecoder:
             self._finish()
             stop = True
         self.visible_after.append(self.safe_len)
-        self.snapshot = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
+        self._published = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
         return stop
 
     def resume(self, token_ids: list[int], tokens: list[TokenOutput]) -> None:
@@ -121,7 +140,7 @@ class ItemDecoder:
             self.visible_after.append(self.safe_len)
         if self.request.return_token_log_probs:
             self.tokens = list(tokens)
-        self.snapshot = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
+        self._published = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
 
     def _add(self, token_id: int, log_prob: float | None) -> bool:
         self.token_ids.append(token_id)
@@ -155,7 +174,7 @@ class ItemDecoder:
         self.stopped_by_sequence = True
         self.finished = True
         self.safe_len = len(self.text)
-        self.snapshot = (self.text, self.num_completion_tokens, True)
+        self._published = (self.text, self.num_completion_tokens, True)
         return True
 
     def _possible_stop_prefix(self) -> int:
@@ -178,7 +197,7 @@ class ItemDecoder:
             self.text = full
         self.finished = True
         self.safe_len = len(self.text)
-        self.snapshot = (self.text, self.num_completion_tokens, True)
+        self._published = (self.text, self.num_completion_tokens, True)
 
     def finish(self) -> CompletionOutput:
         if not self.finished:

@@ -13,21 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
-from headrace.core.errors import ConditionFailed, HeadraceError, Throttled, TransientError
+from headrace.core.errors import HeadraceError, Throttled, TransientError
 from headrace.core.logs import request_context
-from headrace.core.settings import Settings
-from headrace.core.tables import jobs as job_table
-from worker.aws_calls import call_aws
+from worker.job_queue import JobQueue
+from worker.lifecycle import JobLifecycle
 
 logger = logging.getLogger("headrace.worker")
-
-AwsCall = Callable[..., Awaitable[Any]]
-
-VISIBILITY_BATCH_LIMIT = 10
 
 
 @dataclass(frozen=True)
@@ -40,27 +34,21 @@ class HeldMessage:
 class Leases:
     def __init__(
         self,
-        settings: Settings,
+        queue: JobQueue,
+        lifecycle: JobLifecycle,
         *,
-        sqs: Any,
-        dynamodb: Any,
-        queue_url: str,
-        worker_id: str,
+        visibility_timeout: int,
         clock: Callable[[], float],
-        aws: AwsCall = call_aws,
     ) -> None:
-        self.settings = settings
-        self.aws = aws
-        self.sqs = sqs
-        self.dynamodb = dynamodb
-        self.queue_url = queue_url
-        self.worker_id = worker_id
+        self.queue = queue
+        self.lifecycle = lifecycle
+        self.visibility_timeout = visibility_timeout
         self.clock = clock
         self._held: dict[str, HeldMessage] = {}
 
     @property
     def beat_seconds(self) -> float:
-        return max(0.5, self.settings.visibility_timeout_seconds / 3)
+        return max(0.5, self.visibility_timeout / 3)
 
     def hold(self, receipt: str, request_id: str, lapses_at: float) -> None:
         self._held[receipt] = HeldMessage(receipt, request_id, lapses_at)
@@ -84,37 +72,24 @@ class Leases:
         to spare, as every beat extending everything would leave. A job that finishes within
         a beat or two of its claim (most do) is never extended: every extension is an AWS
         call per job, one DynamoDB write each."""
-        visibility = self.settings.visibility_timeout_seconds
         now = self.clock()
         held = [h for h in self._held.values() if h.lapses_at - now < 2 * self.beat_seconds]
-        for start in range(0, len(held), VISIBILITY_BATCH_LIMIT):
-            await self._extend_visibility(held[start : start + VISIBILITY_BATCH_LIMIT], visibility)
-        until = now + visibility
+        await self._extend_visibility(held)
+        until = now + self.visibility_timeout
         await self._extend_leases(held, until)
         for message in held:
             if message.receipt_handle in self._held:  # not finished meanwhile
                 self._held[message.receipt_handle] = replace(message, lapses_at=until)
 
-    async def _extend_visibility(self, held: list[HeldMessage], visibility: int) -> None:
-        entries = [
-            {"Id": str(i), "ReceiptHandle": h.receipt_handle, "VisibilityTimeout": visibility}
-            for i, h in enumerate(held)
-        ]
-        try:
-            answer = await self.aws(
-                self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries
-            )
-        except HeadraceError as e:
-            logger.warning("could not extend message visibility: %s", e.detail)
-            return
-        for failure in answer.get("Failed", []):
-            message = held[int(failure["Id"])]
-            if message.receipt_handle in self._held:  # not just finished and deleted
+    async def _extend_visibility(self, held: list[HeldMessage]) -> None:
+        failed = await self.queue.extend_visibility(
+            [h.receipt_handle for h in held], self.visibility_timeout
+        )
+        for message in held:
+            reason = failed.get(message.receipt_handle)
+            if reason is not None and message.receipt_handle in self._held:  # not just deleted
                 with request_context(message.request_id):
-                    logger.warning(
-                        "could not extend the message's visibility: %s",
-                        failure.get("Message") or failure.get("Code"),
-                    )
+                    logger.warning("could not extend the message's visibility: %s", reason)
 
     async def _extend_leases(self, held: list[HeldMessage], until: float) -> None:
         for message in held:
@@ -122,44 +97,19 @@ class Leases:
                 continue  # finished meanwhile
             with request_context(message.request_id):
                 try:
-                    await self.aws(
-                        self.dynamodb.update_item,
-                        **job_table.extend_lease(
-                            self.settings.table_name,
-                            request_id=message.request_id,
-                            worker_id=self.worker_id,
-                            until=until,
-                        ),
-                    )
+                    extended = await self.lifecycle.extend(message.request_id, until)
                 except HeadraceError as e:
                     logger.warning("could not extend the lease: %s", e.detail)
+                    continue
+                if not extended and message.receipt_handle in self._held:
+                    logger.warning("could not extend the lease: the job is no longer ours")
 
     async def release_all(self) -> None:
         """Hand back what shutdown interrupted: job to QUEUED, message visible at once."""
         for held in list(self._held.values()):
             with request_context(held.request_id):
                 logger.info("releasing job at shutdown")
-                with contextlib.suppress(ConditionFailed, TransientError, Throttled):
-                    await self.aws(
-                        self.dynamodb.update_item,
-                        **job_table.release_job(
-                            self.settings.table_name,
-                            request_id=held.request_id,
-                            worker_id=self.worker_id,
-                            now=self.clock(),
-                        ),
-                    )
-                await set_visibility(self.sqs, self.queue_url, held.receipt_handle, 0)
+                with contextlib.suppress(TransientError, Throttled):
+                    await self.lifecycle.release(held.request_id)
+                await self.queue.set_visibility(held.receipt_handle, 0)
         self._held.clear()
-
-
-async def set_visibility(sqs: Any, queue_url: str, receipt: str, seconds: int) -> None:
-    try:
-        await call_aws(
-            sqs.change_message_visibility,
-            QueueUrl=queue_url,
-            ReceiptHandle=receipt,
-            VisibilityTimeout=seconds,
-        )
-    except HeadraceError as e:
-        logger.warning("could not change message visibility: %s", e.detail)

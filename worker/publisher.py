@@ -16,15 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.core.contracts import (
-    StreamEvent,
-    StreamOutput,
-    TokenOutput,
-)
+from headrace.core.aws_calls import AwsCall
+from headrace.core.contracts import StreamEvent, StreamOutput, TokenOutput
 from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
-from worker.decoding import ItemDecoder
-from worker.scheduler import Watch
+from worker.progress import Progress, Watch
 from worker.stream_store import ChunkWriter, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
@@ -33,7 +29,6 @@ logger = logging.getLogger("headrace.stream")
 # JSON even when every character takes 4 bytes.
 MAX_DELTA_CHARS = 16_384
 
-AwsCall = Callable[..., Awaitable[Any]]
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
 
 
@@ -81,6 +76,9 @@ class StreamPublisher:
     dynamodb: Any
     post: Post
     writer: ChunkWriter
+    # One event per token, each with its log prob (LLM Engine's stream shape when the request
+    # asks for log probs); otherwise events coalesce tokens.
+    event_per_token: bool = False
     events: list[StreamEvent] = field(default_factory=list)
     # From a resumed attempt: what earlier events already showed.
     text_sent: int = 0
@@ -120,10 +118,8 @@ class StreamPublisher:
     # ---- following the decoder --------------------------------------------------------------
 
     async def follow(self, watch: Watch) -> None:
-        """Publish the decoder's progress until it finishes (run as a task; cancel to stop)."""
+        """Publish the job's progress until it finishes (run as a task; cancel to stop)."""
         await watch.started.wait()
-        decoder = watch.decoder
-        assert decoder is not None
         counted = False
         if self.settings.subscribers is not None:
             self.settings.subscribers.add(self)
@@ -134,9 +130,11 @@ class StreamPublisher:
                     counted = not counted
                     self.settings.load.followed += 1 if counted else -1
                 # The first event goes out at once (time to first token); later ones coalesce.
-                if self.events and not decoder.snapshot[2]:
+                progress = watch.progress(since=self.tokens_sent)
+                if self.events and not progress.finished:
                     await self._pause(watch)
-                await self.publish(decoder)
+                    progress = watch.progress(since=self.tokens_sent)
+                await self.publish(progress)
         finally:
             if counted:
                 self.settings.load.followed -= 1
@@ -161,43 +159,44 @@ class StreamPublisher:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def publish(self, decoder: ItemDecoder) -> None:
+    async def publish(self, progress: Progress) -> None:
         if self._finished:
             return
-        text, num_tokens, finished = decoder.snapshot
-        new = self._events_for(decoder, text, num_tokens, finished)
+        new = (
+            self._event_per_token(progress)
+            if self.event_per_token
+            else self._coalesced_events(progress)
+        )
         if new:
             await self._store(new)
         # Subscribers that arrive from here until the job is final are found by `sweep`.
         await self._deliver(refresh=self._new_subscriptions)
-        self._finished = finished
+        self._finished = progress.finished
 
-    def _events_for(
-        self, decoder: ItemDecoder, text: str, num_tokens: int, finished: bool
-    ) -> list[tuple[StreamEvent, list[int]]]:
+    def _event_per_token(self, progress: Progress) -> list[tuple[StreamEvent, list[int]]]:
+        text, num_tokens, finished = progress.text, progress.num_tokens, progress.finished
         new: list[tuple[StreamEvent, list[int]]] = []
-        if decoder.request.return_token_log_probs:
-            # One event per token, each carrying its log prob (LLM Engine's stream shape).
-            for index in range(self.tokens_sent, num_tokens):
-                end = (
-                    len(text)
-                    if finished and index == num_tokens - 1
-                    else decoder.visible_after[index]
-                )
-                delta = text[self.text_sent : max(self.text_sent, end)]
-                token = decoder.tokens[index] if index < len(decoder.tokens) else None
-                last = finished and index == num_tokens - 1
-                new.append(
-                    self._event(delta, index + 1, last, decoder, token, [decoder.token_ids[index]])
-                )
-                self.text_sent += len(delta)
-            self.tokens_sent = num_tokens
-            if finished and not new:
-                new.append(self._event(text[self.text_sent :], num_tokens, True, decoder, None, []))
-                self.text_sent = len(text)
-            return new
+        for index in range(self.tokens_sent, num_tokens):
+            at = index - progress.since
+            last = finished and index == num_tokens - 1
+            end = len(text) if last else progress.visible_after[at]
+            delta = text[self.text_sent : max(self.text_sent, end)]
+            token = progress.tokens[at] if at < len(progress.tokens) else None
+            new.append(
+                self._event(delta, index + 1, last, progress, token, [progress.token_ids[at]])
+            )
+            self.text_sent += len(delta)
+        self.tokens_sent = num_tokens
+        if finished and not new:
+            new.append(self._event(text[self.text_sent :], num_tokens, True, progress, None, []))
+            self.text_sent = len(text)
+        return new
+
+    def _coalesced_events(self, progress: Progress) -> list[tuple[StreamEvent, list[int]]]:
+        text, num_tokens, finished = progress.text, progress.num_tokens, progress.finished
+        new: list[tuple[StreamEvent, list[int]]] = []
         delta = text[self.text_sent :]
-        ids = decoder.token_ids[self.tokens_sent : num_tokens]
+        ids = list(progress.token_ids[self.tokens_sent - progress.since :])
         if not delta and not finished and not ids:
             return new
         pieces = [delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)]
@@ -209,7 +208,7 @@ class StreamPublisher:
                     piece,
                     num_tokens,
                     finished and last_piece,
-                    decoder,
+                    progress,
                     None,
                     ids if last_piece else [],
                 )
@@ -223,7 +222,7 @@ class StreamPublisher:
         delta: str,
         num_tokens: int,
         finished: bool,
-        decoder: ItemDecoder,
+        progress: Progress,
         token: TokenOutput | None,
         token_ids: list[int],
     ) -> tuple[StreamEvent, list[int]]:
@@ -233,7 +232,7 @@ class StreamPublisher:
                 output=StreamOutput(
                     text=delta,
                     finished=finished,
-                    num_prompt_tokens=decoder.num_prompt_tokens if finished else None,
+                    num_prompt_tokens=progress.num_prompt_tokens if finished else None,
                     num_completion_tokens=num_tokens,
                     token=token,
                 ),

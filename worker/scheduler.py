@@ -36,6 +36,7 @@ from headrace.core.logs import request_context
 from worker.batching import select_batch
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step
+from worker.progress import Watch
 
 logger = logging.getLogger("headrace.scheduler")
 
@@ -55,40 +56,6 @@ class DecodeFailed(HeadraceError):
 class Decoded:
     output: CompletionOutput
     first_token_at: float | None
-
-
-class ProgressSignal:
-    """Wakes a coroutine when a decoder made progress, at most once per wait.
-
-    `notify` runs on a CTranslate2 thread once per token; it crosses into the event loop only
-    when the waiter is armed, so a fast decode costs one loop wake-up per flush, not per token.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._event = asyncio.Event()
-        self._armed = True
-
-    def notify(self) -> None:
-        if self._armed:
-            self._armed = False
-            self._loop.call_soon_threadsafe(self._event.set)
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event.clear()
-        # Re-armed before the waiter reads the decoder, so no progress goes unnoticed.
-        self._armed = True
-
-
-@dataclass
-class Watch:
-    """Lets the caller of `complete` follow the job's decoder while it runs."""
-
-    signal: ProgressSignal
-    decoder: ItemDecoder | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # result or failure is set
 
 
 class Arrival:
@@ -203,7 +170,7 @@ class ModelRunner:
             decoder.resume(resume.token_ids, resume.tokens)
             prompt += [self.codec.token(i) for i in resume.token_ids]
         if watch is not None:
-            watch.decoder = decoder
+            watch.source = decoder
         self._last_arrival = asyncio.get_running_loop().time()
         self._pending.append(
             _Pending(request_id, request, future, prompt, decoder, self._last_arrival, watch)

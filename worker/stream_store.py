@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from headrace.core.aws_calls import AwsCall
 from headrace.core.errors import HeadraceError
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import Item
 
 logger = logging.getLogger("headrace.stream")
-
-AwsCall = Callable[..., Awaitable[Any]]
 
 BATCH_WRITE_LIMIT = 25
 BATCH_GET_LIMIT = 100

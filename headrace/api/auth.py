@@ -6,10 +6,8 @@ import base64
 import binascii
 from collections.abc import Mapping
 
-from botocore.exceptions import ClientError
-
 from headrace.api.services import ApiServices
-from headrace.core.aws import translate_client_error
+from headrace.core.aws_calls import call_aws
 from headrace.core.errors import Unauthorized
 from headrace.core.tables import jobs as job_table
 
@@ -42,12 +40,11 @@ def authenticate(services: ApiServices, api_key: str | None) -> str:
     now = services.clock()
     if services._known_keys.get(owner, 0.0) > now:
         return owner
-    try:
-        found = services.dynamodb.get_item(
-            TableName=services.settings.table_name, Key=job_table.api_key_key(api_key)
-        )
-    except ClientError as e:
-        raise translate_client_error(e) from e
+    found = call_aws(
+        services.dynamodb.get_item,
+        TableName=services.settings.table_name,
+        Key=job_table.api_key_key(api_key),
+    )
     if "Item" not in found:
         raise Unauthorized("unknown API key")
     services._known_keys[owner] = now + _API_KEY_CACHE_SECONDS

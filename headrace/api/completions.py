@@ -6,9 +6,8 @@ import contextlib
 import uuid
 from collections.abc import Callable
 
-from botocore.exceptions import BotoCoreError
-
-from headrace.api.services import ApiServices, call
+from headrace.api.services import ApiServices
+from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import CompletionRequest, JobMessage, SubmitResponse
 from headrace.core.errors import (
     ConditionFailed,
@@ -78,9 +77,9 @@ def submit(
     request_id = str(uuid.uuid4())
     now = services.clock()
     stored_request = request.model_copy(update={"model": model})
-    call(
+    call_aws(
         services.dynamodb.put_item,
-        job_table.put_new_job(
+        **job_table.put_new_job(
             settings.table_name,
             request_id=request_id,
             owner=owner,
@@ -96,12 +95,14 @@ def submit(
         request_id=request_id, owner=owner, model=model, request=stored_request, submitted_at=now
     )
     try:
-        call(
+        call_aws(
             services.sqs.send_message,
-            {"QueueUrl": services.queue_url(), "MessageBody": message.model_dump_json()},
+            QueueUrl=services.queue_url(),
+            MessageBody=message.model_dump_json(),
         )
-    except (HeadraceError, BotoCoreError) as e:
-        # Whatever went wrong, the recorded job must not sit in QUEUED with no message.
+    except HeadraceError as e:
+        # Whatever went wrong (call_aws turns every botocore error into a HeadraceError), the
+        # recorded job must not sit in QUEUED with no message.
         _mark_enqueue_failed(services, request_id, str(e))
         raise TransientError("could not enqueue the job; it was marked FAILED, retry") from e
     return SubmitResponse(request_id=request_id)
@@ -110,9 +111,9 @@ def submit(
 def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) -> None:
     # ConditionFailed: a worker got to it after all (the send succeeded despite the error).
     with contextlib.suppress(ConditionFailed):
-        call(
+        call_aws(
             services.dynamodb.update_item,
-            job_table.fail_queued_job(
+            **job_table.fail_queued_job(
                 services.settings.table_name,
                 request_id=request_id,
                 reason=f"enqueue failed: {reason}",
@@ -126,8 +127,8 @@ def get_job(services: ApiServices, *, owner: str, request_id: str) -> JobRecord:
         uuid.UUID(request_id)
     except ValueError:
         raise NotFound(f"request {request_id!r} not found") from None
-    found = call(
-        services.dynamodb.get_item, job_table.get_job(services.settings.table_name, request_id)
+    found = call_aws(
+        services.dynamodb.get_item, **job_table.get_job(services.settings.table_name, request_id)
     )
     item = found.get("Item")
     # Another key's job answers exactly like a missing one: no existence oracle.

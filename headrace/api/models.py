@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from headrace.api.services import ApiServices, call
+from headrace.api.services import ApiServices
+from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import ModelEndpoint
 from headrace.core.tables import jobs as job_table
 
@@ -13,7 +14,7 @@ def model_endpoints(services: ApiServices) -> list[ModelEndpoint]:
     served: dict[str, float] = {}
     if names:
         table = services.settings.table_name
-        found = call(services.dynamodb.batch_get_item, job_table.get_presences(table, names))
+        found = call_aws(services.dynamodb.batch_get_item, **job_table.get_presences(table, names))
         served = dict(job_table.served_until(item) for item in found["Responses"].get(table, []))
     now = services.clock()
     return [

@@ -8,11 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-from headrace.core.aws import boto3_client, translate_client_error
-from headrace.core.errors import Throttled, TransientError
+from headrace.core.aws import boto3_client
+from headrace.core.aws_calls import call_aws
 from headrace.core.logs import configure_logging
 from headrace.core.settings import Settings
 
@@ -41,7 +38,7 @@ class ApiServices:
 
     def queue_url(self) -> str:
         if self._queue_url is None:
-            found = call(self.sqs.get_queue_url, {"QueueName": self.settings.queue_name})
+            found = call_aws(self.sqs.get_queue_url, QueueName=self.settings.queue_name)
             self._queue_url = str(found["QueueUrl"])
         return self._queue_url
 
@@ -63,19 +60,3 @@ def default_services() -> ApiServices:
     settings = Settings()
     configure_logging(settings.log_level)
     return build_services(settings)
-
-
-_transient = retry(
-    retry=retry_if_exception_type((TransientError, Throttled)),
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.05, max=0.5),
-    reraise=True,
-)
-
-
-@_transient
-def call(operation: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    try:
-        return operation(**kwargs)
-    except ClientError as e:
-        raise translate_client_error(e) from e

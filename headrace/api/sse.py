@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from headrace.api import completions
 from headrace.api.auth import api_key_from_headers, authenticate
-from headrace.api.services import ApiServices, call
+from headrace.api.services import ApiServices
 from headrace.api.websocket import event_without_stream
+from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import StreamEvent, parse_completion_request
 from headrace.core.errors import HeadraceError
 from headrace.core.tables import streams as stream_table
@@ -80,9 +81,9 @@ async def follow_stored(
     checked_job_at = services.clock()
     while True:
         answer = await asyncio.to_thread(
-            call,
+            call_aws,
             services.dynamodb.query,
-            stream_table.query_chunks(table, request_id, from_seq=next_seq),
+            **stream_table.query_chunks(table, request_id, from_seq=next_seq),
         )
         for item in answer.get("Items", []):
             event = stream_table.StoredChunk.from_item(item).event

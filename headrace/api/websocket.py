@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from botocore.exceptions import BotoCoreError
-
 from headrace.api import completions
 from headrace.api.auth import authenticate
-from headrace.api.services import ApiServices, call
+from headrace.api.services import ApiServices
+from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import (
     CompletionRequest,
     JobStatus,
@@ -17,7 +16,14 @@ from headrace.core.contracts import (
     StreamOutput,
     WebSocketAck,
 )
-from headrace.core.errors import ConditionFailed, Gone, HeadraceError, NotFound, Unauthorized
+from headrace.core.errors import (
+    ConditionFailed,
+    Gone,
+    HeadraceError,
+    NotFound,
+    TransientError,
+    Unauthorized,
+)
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import JobRecord
 from headrace.core.tables.streams import Connection
@@ -35,9 +41,9 @@ def connect(
     services: ApiServices, *, connection_id: str, api_key: str | None, endpoint: str
 ) -> None:
     owner = authenticate(services, api_key)
-    call(
+    call_aws(
         services.dynamodb.put_item,
-        stream_table.put_connection(
+        **stream_table.put_connection(
             services.settings.table_name,
             connection_id=connection_id,
             owner=owner,
@@ -48,13 +54,11 @@ def connect(
 
 
 def connection(services: ApiServices, connection_id: str) -> Connection:
-    found = call(
+    found = call_aws(
         services.dynamodb.get_item,
-        {
-            "TableName": services.settings.table_name,
-            "Key": stream_table.connection_key(connection_id),
-            "ConsistentRead": True,
-        },
+        TableName=services.settings.table_name,
+        Key=stream_table.connection_key(connection_id),
+        ConsistentRead=True,
     )
     if "Item" not in found:
         raise Unauthorized("this connection is not authenticated; reconnect with an API key")
@@ -64,21 +68,22 @@ def connection(services: ApiServices, connection_id: str) -> Connection:
 def disconnect(services: ApiServices, *, connection_id: str) -> None:
     """Forget the connection and every subscription it had."""
     table = services.settings.table_name
-    answer = call(
-        services.dynamodb.query, stream_table.query_connection_items(table, connection_id)
+    answer = call_aws(
+        services.dynamodb.query, **stream_table.query_connection_items(table, connection_id)
     )
     for item in answer.get("Items", []):
         sk = item["sk"]["S"]
         if sk.startswith("sub#"):
-            call(
+            call_aws(
                 services.dynamodb.transact_write_items,
-                stream_table.delete_subscription(
+                **stream_table.delete_subscription(
                     table, request_id=sk.removeprefix("sub#"), connection_id=connection_id
                 ),
             )
-    call(
+    call_aws(
         services.dynamodb.delete_item,
-        {"TableName": table, "Key": stream_table.connection_key(connection_id)},
+        TableName=table,
+        Key=stream_table.connection_key(connection_id),
     )
 
 
@@ -94,7 +99,7 @@ def _add_subscription(
         now=services.clock(),
     )
     try:
-        call(services.dynamodb.transact_write_items, request)
+        call_aws(services.dynamodb.transact_write_items, **request)
     except ConditionFailed:
         raise NotFound(f"request {request_id!r} not found") from None  # it expired just now
 
@@ -133,9 +138,9 @@ def _replay_finished(
 ) -> None:
     table = services.settings.table_name
     try:
-        call(
+        call_aws(
             services.dynamodb.update_item,
-            stream_table.attach_subscription(
+            **stream_table.attach_subscription(
                 table,
                 request_id=record.request_id,
                 connection_id=conn.connection_id,
@@ -144,9 +149,9 @@ def _replay_finished(
         )
     except ConditionFailed:
         return  # the worker delivers (or delivered) to this subscription
-    answer = call(
+    answer = call_aws(
         services.dynamodb.query,
-        stream_table.query_chunks(table, record.request_id, from_seq=from_seq),
+        **stream_table.query_chunks(table, record.request_id, from_seq=from_seq),
     )
     events = [stream_table.StoredChunk.from_item(i).event for i in answer.get("Items", [])]
     if not events and from_seq == 0:
@@ -176,14 +181,16 @@ def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> b
     """Send one event to a connection; False if it is gone (then its subscriptions go too)."""
     client = services.management_client(conn.endpoint)
     try:
-        call(
+        call_aws(
             client.post_to_connection,
-            {"ConnectionId": conn.connection_id, "Data": event.model_dump_json().encode()},
+            ConnectionId=conn.connection_id,
+            Data=event.model_dump_json().encode(),
         )
     except Gone:
         with contextlib.suppress(HeadraceError):
             disconnect(services, connection_id=conn.connection_id)
         return False
-    except BotoCoreError as e:
-        logger.warning("could not post to the connection: %s", e)
+    except TransientError as e:
+        # Not gone, but not reachable now: the event stays stored for a resubscribe.
+        logger.warning("could not post to the connection: %s", e.detail)
     return True

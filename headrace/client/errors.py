@@ -118,17 +118,15 @@ def error_from_response(
 
 
 def job_failed_error(request_id: str, error: Any) -> HeadraceClientError:
-    """The error for a job that ended FAILED (its `error` is {"message", "type"})."""
+    """The error for a job that ended FAILED (its `error` is {"message", "type"}).
+
+    The API rejects a bad request before it becomes a job, so a failed job is the server's.
+    """
     message = "the job failed"
-    kind = None
     if isinstance(error, dict):
         message = str(error.get("message") or message)
-        kind = error.get("type")
     elif error is not None:
         message = str(getattr(error, "message", message))
-        kind = getattr(error, "type", None)
-    if kind == "invalid_request":
-        return BadRequestError(message, 400, request_id=request_id)
     return ServerError(message, 500, request_id=request_id)
 
 

@@ -132,9 +132,15 @@ class JobMessage(BaseModel):
     submitted_at: float
 
 
+# Why a job FAILED: its message never reached the queue (the API), or decoding failed on
+# every attempt the queue allows (the worker). Neither is the request's fault: the API rejects
+# a bad request before it becomes a job.
+JobErrorType = Literal["enqueue_failed", "decode_failed"]
+
+
 class JobError(BaseModel):
     message: str
-    type: str = "error"
+    type: JobErrorType
 
 
 class JobView(BaseModel):

@@ -13,6 +13,7 @@ import aioboto3
 import boto3
 import pytest
 
+from headrace.core.aws_calls import call_aws_async
 from headrace.core.contracts import CompletionRequest, StreamEvent, StreamOutput
 from headrace.core.errors import ConditionFailed, NotFound
 from headrace.core.settings import Settings
@@ -20,8 +21,9 @@ from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.moto import MOTO_CREDENTIALS
 from infra.provision import AwsClients, ProvisionedResources, provision
-from worker.aws_calls import call_aws
+from worker.job_queue import JobQueue
 from worker.leases import Leases
+from worker.lifecycle import JobLifecycle
 from worker.stream_store import ChunkWriter, SubscriberWatch
 
 T = TypeVar("T")
@@ -59,7 +61,7 @@ class CountingAws:
     async def __call__(self, operation: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
         name = operation.__name__
         self.calls[name] = self.calls.get(name, 0) + 1
-        return await call_aws(operation, **kwargs)
+        return await call_aws_async(operation, **kwargs)
 
 
 def chunk(table: str, request_id: str, seq: int) -> job_table.Item:
@@ -100,7 +102,7 @@ def test_a_failed_write_fails_the_puts_it_carried(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
     async def body(dynamodb: Any, sqs: Any) -> None:
-        writer = ChunkWriter(table="no-such-table", dynamodb=dynamodb, aws=call_aws)
+        writer = ChunkWriter(table="no-such-table", dynamodb=dynamodb, aws=call_aws_async)
         with pytest.raises(NotFound):
             await writer.put([chunk("no-such-table", str(uuid.uuid4()), 0)])
 
@@ -174,7 +176,7 @@ def test_a_subscription_to_a_missing_job_is_refused(
             now=time.time(),
         )
         with pytest.raises(ConditionFailed):
-            await call_aws(dynamodb.transact_write_items, **request)
+            await call_aws_async(dynamodb.transact_write_items, **request)
 
     run(moto_endpoint, body)
 
@@ -198,6 +200,24 @@ async def claimed(dynamodb: Any, table: str, *, now: float, lease_seconds: float
     return request_id
 
 
+def heartbeat_of_w1(
+    settings: Settings,
+    sqs: Any,
+    dynamodb: Any,
+    queue_url: str,
+    *,
+    clock: Callable[[], float],
+    aws: CountingAws,
+) -> Leases:
+    """The heartbeat of worker w1, its AWS calls counted."""
+    return Leases(
+        JobQueue(sqs=sqs, queue_url=queue_url, aws=aws),
+        JobLifecycle(settings, dynamodb=dynamodb, worker_id="w1", clock=clock, aws=aws),
+        visibility_timeout=settings.visibility_timeout_seconds,
+        clock=clock,
+    )
+
+
 def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
@@ -215,15 +235,7 @@ def test_one_heartbeat_extends_every_held_message_and_lease_about_to_lapse(
             messages += answer.get("Messages", [])
         now = time.time()
         aws = CountingAws()
-        leases = Leases(
-            settings,
-            sqs=sqs,
-            dynamodb=dynamodb,
-            queue_url=url,
-            worker_id="w1",
-            clock=time.time,
-            aws=aws,
-        )
+        leases = heartbeat_of_w1(settings, sqs, dynamodb, url, clock=time.time, aws=aws)
         for message in messages:
             request_id = await claimed(dynamodb, settings.table_name, now=now, lease_seconds=2)
             leases.hold(message["ReceiptHandle"], request_id, lapses_at=now + 2)
@@ -257,15 +269,7 @@ def test_a_heartbeat_leaves_what_has_two_beats_ahead_and_extends_it_at_the_next(
         (message,) = answer["Messages"]
         request_id = await claimed(dynamodb, settings.table_name, now=clock[0], lease_seconds=30)
         aws = CountingAws()
-        leases = Leases(
-            settings,
-            sqs=sqs,
-            dynamodb=dynamodb,
-            queue_url=url,
-            worker_id="w1",
-            clock=lambda: clock[0],
-            aws=aws,
-        )
+        leases = heartbeat_of_w1(settings, sqs, dynamodb, url, clock=lambda: clock[0], aws=aws)
         leases.hold(message["ReceiptHandle"], request_id, lapses_at=clock[0] + 30)
         await leases.extend()  # 30 s ahead: more than two beats of 10 s
         first = dict(aws.calls)

@@ -85,6 +85,25 @@ def test_log_probs_one_per_token(codec: TextCodec) -> None:
     assert "".join(t.token for t in output.tokens) == "the river"
 
 
+def test_progress_carries_the_tokens_from_since_and_all_the_visible_text(
+    codec: TextCodec,
+) -> None:
+    decoder = ItemDecoder(codec, request(return_token_log_probs=True, stop_sequences=["END"]), 4)
+    feed(decoder, "the river runs E")
+    ids = decoder.token_ids
+    progress = decoder.progress(since=2)
+    assert progress.num_tokens == len(ids) and progress.since == 2
+    assert progress.token_ids == tuple(ids[2:])
+    assert progress.visible_after == tuple(decoder.visible_after[2:])
+    assert [t.token for t in progress.tokens] == [t.token for t in decoder.tokens[2:]]
+    assert progress.text == "the river runs " and not progress.finished  # "E" may start "END"
+    assert progress.num_prompt_tokens == 4
+    decoder.finish()
+    progress = decoder.progress(since=len(ids))
+    assert progress.finished and progress.text == "the river runs E"
+    assert progress.token_ids == progress.visible_after == () and progress.tokens == ()
+
+
 def test_prompt_starts_with_the_begin_token(codec: TextCodec) -> None:
     assert codec.prompt_tokens("a")[0] == EOS
     assert len(codec.prompt_tokens("a")) >= 2

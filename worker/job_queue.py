@@ -1,0 +1,81 @@
+"""The SQS side of the worker's jobs: receive messages, delete them, say when they show again.
+
+What the worker cannot do about a failed delete or visibility change is logged, not raised:
+the message shows again later, and a duplicate of a job already final is deleted then.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from headrace.core.aws_calls import AwsCall, call_aws_async
+from headrace.core.errors import HeadraceError
+
+logger = logging.getLogger("headrace.worker")
+
+RECEIVE_LIMIT = 10  # messages a ReceiveMessage may return
+VISIBILITY_BATCH_LIMIT = 10  # entries a ChangeMessageVisibilityBatch may carry
+MAX_VISIBILITY_S = 43_200  # the longest SQS keeps a message out of sight (12 hours)
+
+
+class JobQueue:
+    def __init__(self, *, sqs: Any, queue_url: str, aws: AwsCall = call_aws_async) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.aws = aws
+
+    async def receive(self, *, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+        """Long-poll for up to `max_messages`; raises HeadraceError if the poll fails."""
+        response = await self.aws(
+            self.sqs.receive_message,
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(RECEIVE_LIMIT, max_messages),
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    async def delete(self, receipt: str) -> None:
+        try:
+            await self.aws(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except HeadraceError as e:
+            # The message comes back later and is deleted then, as a duplicate of a final job.
+            logger.warning("could not delete the message: %s", e.detail)
+
+    async def set_visibility(self, receipt: str, seconds: int) -> None:
+        """Show the message again in `seconds` (0: at once)."""
+        try:
+            await self.aws(
+                self.sqs.change_message_visibility,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=receipt,
+                VisibilityTimeout=min(seconds, MAX_VISIBILITY_S),
+            )
+        except HeadraceError as e:
+            logger.warning("could not change message visibility: %s", e.detail)
+
+    async def extend_visibility(self, receipts: list[str], seconds: int) -> dict[str, str]:
+        """Keep the messages out of sight `seconds` from now, ten a call; the receipts that
+        could not be extended, with the reason SQS gave."""
+        failed: dict[str, str] = {}
+        for start in range(0, len(receipts), VISIBILITY_BATCH_LIMIT):
+            batch = receipts[start : start + VISIBILITY_BATCH_LIMIT]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": seconds}
+                for i, receipt in enumerate(batch)
+            ]
+            try:
+                answer = await self.aws(
+                    self.sqs.change_message_visibility_batch,
+                    QueueUrl=self.queue_url,
+                    Entries=entries,
+                )
+            except HeadraceError as e:
+                logger.warning("could not extend message visibility: %s", e.detail)
+                continue
+            for failure in answer.get("Failed", []):
+                reason = failure.get("Message") or failure.get("Code")
+                failed[batch[int(failure["Id"])]] = str(reason)
+        return failed
