@@ -1,122 +1,17 @@
-"""Shared pytest fixtures."""
+"""Fixtures both kinds of tests share: the dev model, built once per session, and a client
+configuration that sees nothing of the machine's own."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
-from headrace.dev.model import DEV_MODEL_NAME
-from headrace.dev.moto import MOTO_CREDENTIALS, MOTO_ENV, start_moto_server, stop_process
-from headrace.dev.stack import LocalStack, StackOptions, ensure_dev_model
-from infra.provision import AwsClients
+from headrace.client import reset_configuration
+from headrace.dev.stack import ensure_dev_model
 
-# --- Local AWS endpoint (moto server) -----------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a real moto server (a child process) shared by the whole test session.
-
-    While it runs, the AWS_* environment holds dummy credentials and us-east-1, so boto3 clients
-    made with `endpoint_url=moto_endpoint` need nothing else. Tests share the server: give each
-    test its own resource names (e.g. a unique stack name). The server's log is in the pytest
-    temp directory (moto/moto.log).
-    """
-    log_file = tmp_path_factory.mktemp("moto") / "moto.log"
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("AWS_PROFILE", raising=False)
-        for name, value in MOTO_ENV.items():
-            env.setenv(name, value)
-        process, url = start_moto_server(log_file=log_file)
-        try:
-            yield url
-        finally:
-            stop_process(process)
-
-
-# --- The whole local stack over the wire ---------------------------------------------------
-
-# Short timings through settings, never long sleeps: a lapsed lease is retried within seconds.
-FAST_PARAMETERS = {"VisibilityTimeoutSeconds": "3", "MaxReceiveCount": "3"}
-FAST_SETTINGS = {
-    "HEADRACE_SYNC_WAIT_SECONDS": "20",
-    "HEADRACE_MAX_NEW_TOKENS_LIMIT": "8192",
-    "HEADRACE_PRESENCE_TTL_SECONDS": "6",
-    "HEADRACE_RECEIVE_WAIT_SECONDS": "2",
-    "HEADRACE_SHUTDOWN_GRACE_SECONDS": "5",
-    "HEADRACE_LOG_LEVEL": "INFO",
-}
-
-
-class Api:
-    """A plain HTTP client for the local gateway (urllib: no client library under test)."""
-
-    def __init__(self, base_url: str, api_key: str | None) -> None:
-        self.base_url = base_url
-        self.api_key = api_key
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("content-type", "application/json")
-        if self.api_key is not None:
-            request.add_header("x-api-key", self.api_key)
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            e.close()
-            return e.code, json.loads(payload) if payload else None
-
-    def submit(self, body: dict[str, Any], model: str = DEV_MODEL_NAME) -> str:
-        status, answer = self.call(
-            "POST", f"/v1/llm/completions-async?model_endpoint_name={model}", body
-        )
-        assert status == 202, answer
-        return str(answer["request_id"])
-
-    def wait(self, request_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status, job = self.call("GET", f"/v1/llm/completions/{request_id}")
-            assert status == 200, job
-            if job["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                return dict(job)
-            assert time.monotonic() < deadline, f"job still {job['status']} after {timeout}s"
-            time.sleep(0.05)
-
-
-def make_stack(home: Path, logs_dir: Path, *, workers: int) -> LocalStack:
-    stack = LocalStack(
-        StackOptions(
-            home=home,
-            logs_dir=logs_dir,
-            gateway_port=0,
-            parameters=dict(FAST_PARAMETERS),
-            settings_env=dict(FAST_SETTINGS),
-        )
-    )
-    stack.start(workers=workers)
-    return stack
+CLIENT_ENV = ("HEADRACE_BASE_URL", "HEADRACE_WS_URL", "HEADRACE_API_KEY", "HEADRACE_DEFAULT_MODEL")
 
 
 @pytest.fixture(scope="session")
@@ -130,21 +25,14 @@ def dev_model_dir(model_home: Path) -> Path:
     return ensure_dev_model(model_home)
 
 
-@pytest.fixture(scope="session")
-def stack(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """moto + provisioned resources + gateway + one worker, shared by the e2e tests."""
-    with make_stack(model_home, tmp_path_factory.mktemp("logs"), workers=1) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def api(stack: LocalStack) -> Api:
-    return Api(stack.base_url, stack.api_key)
-
-
-@pytest.fixture(scope="session")
-def aws(stack: LocalStack) -> Iterator[AwsClients]:
-    session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
-    clients = AwsClients.create(stack.aws_endpoint_url, session=session)
-    yield clients
-    clients.close()
+@pytest.fixture
+def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No dev-stack.json of the machine, no HEADRACE_* client settings, no configure() left."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HEADRACE_HOME", str(home))
+    for name in CLIENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    reset_configuration()
+    yield home
+    reset_configuration()

@@ -76,18 +76,3 @@ def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
     assert "streamed/unstreamed throughput = " in completed.stdout
     assert "time to first token on the socket: p50 " in completed.stdout
     assert "(4 jobs)" in completed.stdout
-
-
-def test_the_engine_limit_runs_a_plan_once_whatever_the_order_within_its_batches() -> None:
-    from bench.engine_limit import STRATEGIES, Strategy, plan_key
-    from bench.jobs import Job
-
-    # 32 jobs whose prompts fit one batch span: two batches of 16 by either strategy.
-    jobs = [Job(i, "x " * (10 + i), 10 + i, 16 + i) for i in range(32)]
-    by_policy = next(s for s in STRATEGIES if (s.order, s.batch_size) == ("policy", 16))
-    by_prompt = next(s for s in STRATEGIES if (s.order, s.batch_size) == ("prompt", 16))
-    in_eights = next(s for s in STRATEGIES if (s.order, s.batch_size) == ("prompt", 8))
-    assert plan_key(jobs, by_policy) == plan_key(jobs, by_prompt)
-    assert plan_key(jobs, by_prompt) != plan_key(jobs, in_eights)
-    one_replica = Strategy(1, 2, 16, "prompt")
-    assert plan_key(jobs, by_prompt) != plan_key(jobs, one_replica)

@@ -1,5 +1,6 @@
-"""The Python client against the real local stack: create, acreate, submit/get, batch, errors,
-configuration; and Scale's LLM Engine client pointed at the same stack."""
+"""The Python client against the real local stack: create, acreate, submit/get, batch, the
+stack's errors; and Scale's LLM Engine client pointed at the same stack. (Its error mapping and
+configuration, which need no stack: tests/unit/test_client_errors.py, test_client_config.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import asyncio
 import importlib
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,38 +18,15 @@ from headrace import (
     HeadraceClientError,
     HeadraceConnectionError,
     NotFoundError,
-    RateLimitExceededError,
-    ServerError,
     UnauthorizedError,
 )
-from headrace.client import (
-    CompletionStreamResponse,
-    configure,
-    current_config,
-    reset_configuration,
-)
-from headrace.client._http import should_retry
-from headrace.client._jobs import result_of
-from headrace.client.errors import error_from_response
+from headrace.client import CompletionStreamResponse, configure
 from headrace.core.contracts import JobView
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from tests.conftest import Api
+from tests.e2e.support import Api
 
-CLIENT_ENV = ("HEADRACE_BASE_URL", "HEADRACE_WS_URL", "HEADRACE_API_KEY", "HEADRACE_DEFAULT_MODEL")
-
-
-@pytest.fixture(autouse=True)
-def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No dev-stack.json of the machine, no HEADRACE_* client settings, no configure() left."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HEADRACE_HOME", str(home))
-    for name in CLIENT_ENV:
-        monkeypatch.delenv(name, raising=False)
-    reset_configuration()
-    yield home
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture
@@ -236,99 +212,6 @@ def test_an_unreachable_api_says_to_start_the_stack() -> None:
     results = Completion.batch_create(["a", "b", "c"], concurrency=1)
     assert all(isinstance(r.error, HeadraceConnectionError) for r in results)
     assert all(r.status == "ERROR" and not r.final for r in results)
-
-
-# ---- error mapping and retries (synthetic answers) ----------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "error", "detail"),
-    [
-        (400, b'{"detail": "top_k: bad"}', BadRequestError, "top_k: bad"),
-        (401, b'{"detail": "unknown API key"}', UnauthorizedError, "unknown API key"),
-        (404, b'{"detail": "nope"}', NotFoundError, "nope"),
-        (413, b'{"message": "Request Entity Too Large"}', BadRequestError, "Request Entity"),
-        (422, b'{"detail": "body: not valid JSON"}', BadRequestError, "body: not valid JSON"),
-        (429, b'{"detail": "slow down"}', RateLimitExceededError, "slow down"),
-        (500, b"Internal Server Error", ServerError, "Internal Server Error"),
-        (503, b'{"message": "Service Unavailable"}', ServerError, "Service Unavailable"),
-        (409, b"", HeadraceClientError, "HTTP 409 with no detail"),
-    ],
-)
-def test_error_mapping(status: int, body: bytes, error: type[Exception], detail: str) -> None:
-    mapped = error_from_response(status, body, retry_after="2")
-    assert type(mapped) is error
-    assert mapped.status_code == status and mapped.detail.startswith(detail)
-    assert mapped.retry_after == 2.0
-
-
-def test_only_safe_requests_are_retried() -> None:
-    throttled = error_from_response(429, b'{"detail": "slow down"}')
-    ours_503 = error_from_response(503, b'{"detail": "could not enqueue the job"}')
-    gateway_503 = error_from_response(503, b'{"message": "Service Unavailable"}')
-    refused = HeadraceConnectionError("refused", refused=True)
-    broken = HeadraceConnectionError("reset mid-answer")
-    assert should_retry(throttled, idempotent=False)
-    assert should_retry(ours_503, idempotent=False)  # the job was marked FAILED, not queued
-    assert not should_retry(gateway_503, idempotent=False)  # the job may exist: no duplicate
-    assert should_retry(gateway_503, idempotent=True)
-    assert should_retry(refused, idempotent=False) and not should_retry(broken, idempotent=False)
-    assert should_retry(broken, idempotent=True)
-    assert not should_retry(error_from_response(400, b"{}"), idempotent=True)
-
-
-def job(status: str, **fields: object) -> JobView:
-    return JobView.model_validate(
-        {"request_id": "r", "status": status, "model": "m", "attempts": 1, "created_at": "t",
-         **fields}
-    )  # fmt: skip
-
-
-def test_a_failed_job_raises_its_reason() -> None:
-    with pytest.raises(ServerError, match="engine exploded") as caught:
-        result_of(job("FAILED", error={"message": "engine exploded", "type": "decode_failed"}), 1)
-    assert caught.value.request_id == "r"
-    with pytest.raises(TimeoutError, match=r"Completion\.get"):
-        result_of(job("RUNNING"), 1)
-
-
-# ---- configuration ----------------------------------------------------------------------------
-
-
-def test_config_defaults_reach_the_local_stack(isolated_config: Path) -> None:
-    config = current_config()
-    assert config.base_url == "http://127.0.0.1:8080"
-    assert config.websocket_url() == "ws://127.0.0.1:8080/ws"
-    assert config.api_key is None and config.default_model == "headrace-tiny"
-
-
-def test_config_from_the_dev_state_file(isolated_config: Path) -> None:
-    state = {"base_url": "http://127.0.0.1:8123", "api_key": "hr-dev-k", "default_model": "m1",
-             "ws_url": "ws://127.0.0.1:8123/socket"}  # fmt: skip
-    (isolated_config / "dev-stack.json").write_text(json.dumps(state))
-    config = current_config()
-    assert (config.base_url, config.api_key, config.default_model) == (
-        "http://127.0.0.1:8123", "hr-dev-k", "m1")  # fmt: skip
-    assert config.websocket_url() == "ws://127.0.0.1:8123/socket"
-
-
-def test_env_wins_over_the_state_file_and_code_over_env(
-    isolated_config: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    state = {"base_url": "http://127.0.0.1:8123", "api_key": "hr-dev-k"}
-    (isolated_config / "dev-stack.json").write_text(json.dumps(state))
-    monkeypatch.setenv("HEADRACE_BASE_URL", "https://api.example.com/")
-    config = current_config()
-    # Another deployment: the recorded dev key is not sent to it.
-    assert config.base_url == "https://api.example.com" and config.api_key is None
-    assert config.websocket_url() == "wss://api.example.com/ws"
-    monkeypatch.setenv("HEADRACE_API_KEY", "env-key")
-    monkeypatch.setenv("HEADRACE_WS_URL", "wss://ws.example.com/prod")
-    assert current_config().api_key == "env-key"
-    assert current_config().websocket_url() == "wss://ws.example.com/prod"
-    configure(base_url="http://127.0.0.1:8123", api_key="code-key")
-    assert current_config().base_url == "http://127.0.0.1:8123"
-    assert current_config().api_key == "code-key"
 
 
 # ---- Scale's LLM Engine client, unchanged, pointed at Headrace -----------------------------

@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from headrace.dev.model import DEV_MODEL_NAME
-from tests.conftest import Api
+from tests.e2e.support import Api
 
 
 def decode_directly(model_dir: Path, prompt: str, max_new_tokens: int) -> tuple[str, int, int]:

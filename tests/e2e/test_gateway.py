@@ -1,154 +1,34 @@
-"""The local gateway over real HTTP on loopback, in front of the toy handlers of a toy template."""
+"""The local gateway over real HTTP on loopback, in front of the toy handlers of a toy template:
+the payload-2.0 event it builds (shaped like tests/events' samples for template.yaml's routes),
+and the HTTP response it makes of a function's answer. (What it answers itself:
+test_gateway_errors.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import dataclasses
-import http.client
-import importlib.util
 import json
-import logging
 import re
-import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from types import ModuleType, TracebackType
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 
-from headrace.dev.gateway import MAX_BODY_BYTES, LocalGateway, import_handler
-from headrace.dev.routes import RouteTable
-from infra.template import HttpRoute, http_routes, load_template
-
-FIXTURES = Path(__file__).parent / "gateway_fixtures"
-TEMPLATE = FIXTURES / "template.yaml"
-
-
-def _load_toy_handlers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("toy_handlers", FIXTURES / "toy_handlers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOY = _load_toy_handlers()
-
-
-def toy_resolver(handler: str) -> Any:
-    module, _, name = handler.rpartition(".")
-    assert module == "toy_handlers"
-    return getattr(TOY, name)
-
-
-def toy_routes(**timeouts: float) -> list[HttpRoute]:
-    """The toy template's routes, with Timeout overridden per function logical id."""
-    return [
-        dataclasses.replace(
-            r, timeout_seconds=timeouts.get(r.function_logical_id, r.timeout_seconds)
-        )
-        for r in http_routes(load_template(TEMPLATE))
-    ]
-
-
-class RunningGateway:
-    """A gateway serving from its own event loop in a background thread, for sync tests."""
-
-    def __init__(self, gateway: LocalGateway) -> None:
-        self.gateway = gateway
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> RunningGateway:
-        self.thread.start()
-        self.base_url = asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(5)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-        chunked: bool = False,
-    ) -> Response:
-        url = urlsplit(self.base_url)
-        assert url.hostname and url.port
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if chunked:
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.endheaders(iter([body or b""]), encode_chunked=True)
-            else:
-                if body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body)
-            resp = conn.getresponse()
-            return Response(resp.status, resp.getheaders(), resp.read())
-        finally:
-            conn.close()
-
-
-@dataclasses.dataclass
-class Response:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        values = self.headers_named(name)
-        return values[0] if values else None
-
-    def headers_named(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response({"openapi": "3.1.0"})
+from headrace.dev.gateway import LocalGateway
+from tests.e2e.gateway_support import Response, RunningGateway, echo, toy_gateway
+from tests.events import HTTP_EVENTS, load_event, shape
+from tests.toy_gateway import TOY
 
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[RunningGateway]:
-    extra = [web.get("/openapi.json", openapi)]
-    gateway = LocalGateway.from_template(TEMPLATE, resolver=toy_resolver, extra_routes=extra)
-    with RunningGateway(gateway) as running:
+    with RunningGateway(toy_gateway()) as running:
         yield running
 
 
-def echo(gw: RunningGateway, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    resp = gw.request(method, path, **kwargs)
-    assert resp.status == 200, resp.body
-    assert resp.header("x-echo") == "yes"
-    result: dict[str, Any] = resp.json()
-    assert result["event"]["requestContext"]["requestId"] == resp.header("apigw-requestid")
-    return result
-
-
-# --- the event
+# --- the event ------------------------------------------------------------------------------------
 
 
 def test_event_is_payload_format_2(gw: RunningGateway) -> None:
@@ -279,7 +159,35 @@ def test_chunked_request_body(gw: RunningGateway) -> None:
     assert "transfer-encoding" not in event["event"]["headers"]
 
 
-# --- the response
+@pytest.fixture(scope="module")
+def echoing_api() -> Iterator[RunningGateway]:
+    """The routes of template.yaml, every one served by the toy echo handler."""
+    with RunningGateway(LocalGateway.from_template(resolver=lambda handler: TOY.echo)) as running:
+        yield running
+
+
+@pytest.mark.parametrize("route_key", HTTP_EVENTS)
+def test_the_events_of_our_routes_are_shaped_as_api_gateway_sends_them(
+    echoing_api: RunningGateway, route_key: str
+) -> None:
+    """The request of each sample event, sent to the gateway: the event the handler gets has the
+    sample's keys, recursively, with the same value types."""
+    sample = load_event(HTTP_EVENTS[route_key])
+    sent = ("accept", "content-type", "user-agent", "x-api-key")
+    headers = [(name, value) for name, value in sample["headers"].items() if name in sent]
+    query = sample["rawQueryString"]
+    event = echo(
+        echoing_api,
+        sample["requestContext"]["http"]["method"],
+        sample["rawPath"] + (f"?{query}" if query else ""),
+        body=sample["body"].encode() if "body" in sample else None,
+        headers=headers,
+    )["event"]
+    assert event["routeKey"] == route_key
+    assert shape(event) == shape(sample)
+
+
+# --- the response ---------------------------------------------------------------------------------
 
 
 def respond(gw: RunningGateway, value: Any) -> Response:
@@ -359,143 +267,3 @@ def test_malformed_response_is_500(gw: RunningGateway, value: Any) -> None:
     resp = respond(gw, value)
     assert resp.status == 500
     assert resp.json() == {"message": "Internal Server Error"}
-
-
-# --- what API Gateway answers itself
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/nope"),
-        ("GET", "/v1/things"),  # the path exists for POST only
-        ("POST", "/v1/things/abc"),
-        ("GET", "/v1/things/abc/more"),
-        ("GET", "/v1/things/"),
-        ("POST", "/openapi.json"),  # an extra route, GET only
-    ],
-)
-def test_no_route_is_404(gw: RunningGateway, method: str, path: str) -> None:
-    resp = gw.request(method, path, body=b"{}" if method == "POST" else None)
-    assert resp.status == 404
-    assert resp.header("content-type") == "application/json"
-    assert resp.json() == {"message": "Not Found"}
-
-
-def test_extra_routes(gw: RunningGateway) -> None:
-    resp = gw.request("GET", "/openapi.json")
-    assert resp.status == 200
-    assert resp.json() == {"openapi": "3.1.0"}
-
-
-@pytest.mark.parametrize("query", ["", "?exc=timeout"])
-def test_handler_exception_is_500_without_details(
-    gw: RunningGateway, caplog: pytest.LogCaptureFixture, query: str
-) -> None:
-    caplog.set_level(logging.INFO, logger="headrace.gateway")
-    resp = gw.request("GET", f"/v1/boom{query}")
-    assert resp.status == 500  # a TimeoutError of the handler's own is no gateway timeout
-    assert resp.json() == {"message": "Internal Server Error"}
-    assert TOY.SECRET.encode() not in resp.body and b"Traceback" not in resp.body
-    errors = [r for r in caplog.records if r.name == "headrace.gateway" and r.exc_info]
-    assert errors and TOY.SECRET in caplog.text and "Traceback" in caplog.text
-
-
-def test_one_json_log_line_per_request(
-    gw: RunningGateway, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="headrace.gateway")
-    resp = gw.request("GET", "/v1/things/logged")
-    lines = [
-        json.loads(r.getMessage())
-        for r in caplog.records
-        if r.name == "headrace.gateway" and r.getMessage().startswith("{")
-    ]
-    assert len(lines) == 1
-    line = lines[0]
-    assert line["method"] == "GET" and line["path"] == "/v1/things/logged"
-    assert line["status"] == 200 and line["ms"] >= 0
-    assert line["requestId"] == resp.header("apigw-requestid")
-
-
-def test_body_over_limit_is_413() -> None:
-    gateway = LocalGateway(toy_routes(), resolver=toy_resolver, max_body_bytes=1024)
-    with RunningGateway(gateway) as gw:
-        assert echo(gw, "POST", "/v1/things", body=b"x" * 1024)["event"]["body"]
-        for chunked in (False, True):
-            resp = gw.request("POST", "/v1/things", body=b"x" * 1025, chunked=chunked)
-            assert resp.status == 413
-            assert resp.json() == {"message": "Request Entity Too Large"}
-    assert LocalGateway([]).max_body_bytes == MAX_BODY_BYTES == 10 * 1024 * 1024
-
-
-def test_integration_timeout_is_503() -> None:
-    gateway = LocalGateway(toy_routes(), resolver=toy_resolver, integration_timeout_seconds=0.2)
-    with RunningGateway(gateway) as gw:
-        started = time.monotonic()
-        resp = gw.request("GET", "/v1/slow?seconds=1.0")
-        assert time.monotonic() - started < 0.9
-        assert resp.status == 503
-        assert resp.json() == {"message": "Service Unavailable"}
-
-
-def test_function_timeout_is_500() -> None:
-    gateway = LocalGateway(toy_routes(SlowFunction=0.2), resolver=toy_resolver)
-    with RunningGateway(gateway) as gw:
-        started = time.monotonic()
-        resp = gw.request("GET", "/v1/slow?seconds=1.0")
-        assert time.monotonic() - started < 0.9
-        assert resp.status == 500  # Lambda's "Task timed out" is a function error
-        assert resp.json() == {"message": "Internal Server Error"}
-
-
-def test_handlers_run_concurrently(gw: RunningGateway) -> None:
-    results: list[int] = []
-
-    def call() -> None:
-        results.append(gw.request("GET", "/v1/slow?seconds=0.5").status)
-
-    threads = [threading.Thread(target=call) for _ in range(2)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
-    assert time.monotonic() - started < 0.9
-    assert results == [200, 200]
-
-
-# --- pieces
-
-
-def test_from_template_reads_routes_and_memory() -> None:
-    gateway = LocalGateway.from_template(TEMPLATE, resolver=toy_resolver)
-    keys = {f"{r.method} {r.path}" for r in gateway.routes.routes}
-    assert "ANY /files/{proxy+}" in keys and "GET /v1/slow" in keys
-    assert {r.function_logical_id: r.timeout_seconds for r in gateway.routes.routes}[
-        "SlowFunction"
-    ] == 5.0
-    gateway.resolve_all()
-
-
-def test_import_handler() -> None:
-    func: object = import_handler("json.dumps")
-    assert func is json.dumps
-    with pytest.raises(ValueError):
-        import_handler("nodots")
-
-
-def test_route_table_rules() -> None:
-    def route(method: str, path: str) -> HttpRoute:
-        return HttpRoute(method, path, "m.f", "F", 3.0)
-
-    table = RouteTable([route("GET", "/a/{x}"), route("ANY", "/a/b"), route("GET", "/a/{proxy+}")])
-    match = table.match("GET", "/a/b")
-    assert match is not None and match.route_key == "ANY /a/b"
-    match = table.match("GET", "/a/b/c")
-    assert match is not None and match.path_parameters == {"proxy": "b/c"}
-    assert table.match("POST", "/a/c") is None
-    with pytest.raises(ValueError):
-        RouteTable([route("GET", "/a/{proxy+}/b")])
-    with pytest.raises(ValueError):
-        RouteTable([route("GET", "/a"), route("GET", "/a")])

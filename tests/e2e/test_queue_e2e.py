@@ -21,7 +21,7 @@ from headrace.core.tables import jobs as job_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
-from tests.conftest import Api, make_stack
+from tests.e2e.support import Api, make_stack
 
 
 def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:

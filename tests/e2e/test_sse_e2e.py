@@ -11,7 +11,7 @@ import pytest
 
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
-from tests.conftest import Api
+from tests.e2e.support import Api
 
 PATH = f"/v1/llm/completions-stream?model_endpoint_name={DEV_MODEL_NAME}"
 

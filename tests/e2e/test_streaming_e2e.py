@@ -16,7 +16,7 @@ from headrace.core.tables import streams as stream_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
-from tests.conftest import Api
+from tests.e2e.support import Api
 
 T = TypeVar("T")
 Frame = dict[str, Any]

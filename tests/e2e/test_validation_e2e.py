@@ -13,7 +13,7 @@ from headrace.core.tables import jobs as job_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
-from tests.conftest import Api
+from tests.e2e.support import Api
 
 ASYNC = f"/v1/llm/completions-async?model_endpoint_name={DEV_MODEL_NAME}"
 GOOD: dict[str, Any] = {"prompt": "The river", "max_new_tokens": 4, "temperature": 0}

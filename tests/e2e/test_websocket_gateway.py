@@ -1,128 +1,33 @@
-"""The local gateway's WebSocket side over real sockets: aiohttp's WebSocket client, boto3's
-apigatewaymanagementapi client, and one LocalGateway serving HTTP and WebSocket on one port, in
-front of the toy handlers of tests/gateway_fixtures/ws_template.yaml."""
+"""The local gateway's WebSocket side over real sockets, in front of the toy handlers of
+tests/gateway_fixtures/ws_template.yaml: connecting, and frames; and the events of template.yaml's
+routes, shaped like tests/events' samples. (@connections and closing:
+test_websocket_connections.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import dataclasses
-import importlib.util
 import json
-import logging
-import os
 import re
-import socket
-import threading
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import boto3
 import pytest
-from botocore.config import Config
 
-from headrace.dev.gateway import LocalGateway
-from headrace.dev.websocket import LocalWebSocketApi
-from headrace.dev.ws_events import route_selection_key, select_route
-from infra.template import (
-    WebSocketRoute,
-    load_template,
-    websocket_route_selection_expression,
-    websocket_routes,
-    websocket_stage,
+from infra.template import TEMPLATE_PATH
+from tests.e2e.websocket_support import (
+    CLF_TIME,
+    CONNECTION_ID,
+    RunningStack,
+    connection_id_of,
+    disconnect_event,
+    echo,
+    receive_json,
+    run,
 )
-
-FIXTURES = Path(__file__).parent / "gateway_fixtures"
-WS_TEMPLATE = FIXTURES / "ws_template.yaml"
-CONNECTION_ID = re.compile(r"^[A-Za-z0-9]{15}=$")
-CLF_TIME = re.compile(r"^\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000$")
-T = TypeVar("T")
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOY_MODULES = {"toy_handlers": _load("toy_handlers"), "toy_ws_handlers": _load("toy_ws_handlers")}
-TOY_WS = TOY_MODULES["toy_ws_handlers"]
-
-
-def toy_resolver(handler: str) -> Any:
-    module, _, name = handler.rpartition(".")
-    return getattr(TOY_MODULES[module], name)
-
-
-def toy_ws_routes(*without: str) -> list[WebSocketRoute]:
-    return [r for r in websocket_routes(load_template(WS_TEMPLATE)) if r.route_key not in without]
-
-
-class RunningStack:
-    """A LocalGateway with the WebSocket API's routes, serving from its own loop in a thread."""
-
-    def __init__(self, routes: list[WebSocketRoute] | None = None, **ws_options: Any) -> None:
-        ws_options.setdefault("resolver", toy_resolver)
-        if routes is None:
-            self.ws_api = LocalWebSocketApi.from_template(WS_TEMPLATE, **ws_options)
-        else:
-            self.ws_api = LocalWebSocketApi(routes, **ws_options)
-        self.gateway = LocalGateway.from_template(
-            WS_TEMPLATE, resolver=toy_resolver, extra_routes=self.ws_api.route_defs()
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.closed = False
-
-    def run(self, coro: Awaitable[T]) -> T:
-        async def wrapped() -> T:
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(10)
-
-    def __enter__(self) -> RunningStack:
-        self.thread.start()
-        self.base_url = self.run(self.gateway.start())
-        self.ws_url = self.ws_api.websocket_url(self.base_url)
-        self.callback_url = self.ws_api.callback_url(self.base_url)
-        self.host = self.base_url.removeprefix("http://")
-        return self
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.run(self.ws_api.close_all())
-            self.run(self.gateway.stop())
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
-
-    def management(self) -> Any:
-        return boto3.client(
-            "apigatewaymanagementapi",
-            endpoint_url=self.callback_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1}),
-        )
+from tests.events import WEBSOCKET_EVENTS, load_event, shape
+from tests.toy_gateway import TOY_WS, toy_ws_routes
 
 
 @pytest.fixture(scope="module")
@@ -131,89 +36,7 @@ def stack() -> Iterator[RunningStack]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def management(stack: RunningStack) -> Iterator[Any]:
-    client = stack.management()
-    yield client
-    client.close()
-
-
-def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
-    """Run a client scenario on a fresh loop with its own session."""
-
-    async def main() -> T:
-        async with aiohttp.ClientSession() as session:
-            return await scenario(session)
-
-    return asyncio.run(main())
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> Any:
-    msg = await ws.receive(timeout=5)
-    assert msg.type is aiohttp.WSMsgType.TEXT, msg
-    return json.loads(msg.data)
-
-
-async def echo(ws: aiohttp.ClientWebSocketResponse, **fields: Any) -> dict[str, Any]:
-    await ws.send_json({"action": "echo", **fields})
-    answer: dict[str, Any] = await receive_json(ws)
-    return answer
-
-
-async def connection_id_of(ws: aiohttp.ClientWebSocketResponse) -> str:
-    return str((await echo(ws))["event"]["requestContext"]["connectionId"])
-
-
-def disconnect_event(connection_id: str) -> dict[str, Any]:
-    def matches(e: dict[str, Any]) -> bool:
-        ctx = e["requestContext"]
-        return bool(ctx["connectionId"] == connection_id and ctx["eventType"] == "DISCONNECT")
-
-    return TOY_WS.wait_for(matches)  # type: ignore[no-any-return]
-
-
-# --- the template ---------------------------------------------------------------------------
-
-
-def test_real_template_websocket_routes() -> None:
-    template = load_template()
-    routes = {r.route_key: r for r in websocket_routes(template)}
-    assert {k: (r.handler, r.function_logical_id, r.two_way) for k, r in routes.items()} == {
-        "$connect": ("handlers.websocket.connect", "ConnectFunction", False),
-        "$disconnect": ("handlers.websocket.disconnect", "DisconnectFunction", False),
-        "complete": ("handlers.websocket.complete", "CompleteFunction", True),
-        "subscribe": ("handlers.websocket.subscribe", "SubscribeFunction", True),
-        "$default": ("handlers.websocket.default", "DefaultFunction", True),
-    }
-    assert all(r.timeout_seconds == 30 for r in routes.values())
-    assert websocket_stage(template) == "ws"
-    assert websocket_route_selection_expression(template) == "$request.body.action"
-    api = LocalWebSocketApi.from_template()  # handlers are imported lazily: no import here
-    assert api.stage == "ws"
-    assert set(api.routes) == set(routes)
-
-
-def test_toy_template_follows_sub_and_join_forms() -> None:
-    routes = {r.route_key: r for r in toy_ws_routes()}
-    assert routes["$disconnect"].handler == "toy_ws_handlers.disconnect"  # Fn::Join + GetAtt
-    assert routes["echo"].two_way and not routes["callback"].two_way
-    assert routes["sleep"].timeout_seconds == 1
-
-
-def test_route_selection_rules() -> None:
-    keys = {"$connect", "$default", "echo"}
-    assert select_route('{"action": "echo"}', keys) == "echo"
-    for text in ("not json", '{"action": "nope"}', '{"action": 5}', '["echo"]', '"echo"',
-                 '{"action": "$connect"}', '{"type": "echo"}', ""):  # fmt: skip
-        assert select_route(text, keys) == "$default", text
-    assert select_route('{"type": "echo"}', keys, key="type") == "echo"
-    assert route_selection_key("$request.body.action") == "action"
-    assert route_selection_key("${request.body.type}") == "type"
-    with pytest.raises(ValueError):
-        route_selection_key("$request.header.x")
-
-
-# --- connecting -----------------------------------------------------------------------------
+# --- connecting -----------------------------------------------------------------------------------
 
 
 def test_http_and_websocket_share_one_port(stack: RunningStack) -> None:
@@ -345,7 +168,7 @@ def test_refused_handshake_carries_the_handler_response(stack: RunningStack) -> 
     assert run(scenario) == (401, {"detail": "unknown API key"})
 
 
-# --- frames ---------------------------------------------------------------------------------
+# --- frames ---------------------------------------------------------------------------------------
 
 
 def test_route_selection_over_the_wire(stack: RunningStack) -> None:
@@ -459,224 +282,38 @@ def test_without_connect_and_default_routes() -> None:
     assert timed_out["connectionId"] == connection_id
 
 
-# --- @connections ---------------------------------------------------------------------------
+# --- the events of template.yaml's routes ---------------------------------------------------------
 
 
-def test_handler_posts_back_through_connections(stack: RunningStack) -> None:
-    async def scenario(session: aiohttp.ClientSession) -> tuple[str, Any]:
-        async with session.ws_connect(stack.ws_url) as ws:
-            connection_id = await connection_id_of(ws)
-            await ws.send_json({"action": "callback"})
-            return connection_id, await receive_json(ws)
-
-    connection_id, posted = run(scenario)
-    assert posted["via"] == "callback"
-    assert posted["connectionId"] == connection_id
-    assert posted["sourceIp"] == "127.0.0.1"
+def echoing_resolver(handler: str) -> Any:
+    """Records $connect and $disconnect; answers every other route with its event."""
+    recording = {"handlers.websocket.connect": TOY_WS.connect}
+    recording["handlers.websocket.disconnect"] = TOY_WS.disconnect
+    return recording.get(handler, TOY_WS.echo)
 
 
-def test_management_post_get_delete(stack: RunningStack, management: Any) -> None:
-    async def scenario(session: aiohttp.ClientSession) -> tuple[str, dict[str, Any]]:
-        async with session.ws_connect(stack.ws_url, headers={"User-Agent": "ua/2"}) as ws:
-            connection_id = await connection_id_of(ws)
-            await asyncio.to_thread(
-                management.post_to_connection, ConnectionId=connection_id, Data=b'{"hello": 1}'
-            )
-            assert await receive_json(ws) == {"hello": 1}
-            await asyncio.to_thread(
-                management.post_to_connection, ConnectionId=connection_id, Data=b"\xff\x00"
-            )
-            msg = await ws.receive(timeout=5)
-            assert (msg.type, msg.data) == (aiohttp.WSMsgType.BINARY, b"\xff\x00")
-            described = await asyncio.to_thread(
-                management.get_connection, ConnectionId=connection_id
-            )
-            await asyncio.to_thread(management.delete_connection, ConnectionId=connection_id)
-            closed = await ws.receive(timeout=5)
-            assert closed.type is aiohttp.WSMsgType.CLOSE
-            assert closed.data == 1000
-        return connection_id, described
+def test_the_events_of_our_routes_are_shaped_as_api_gateway_sends_them() -> None:
+    """A client connecting as headrace.client does and sending the sample events' frames: the
+    events the handlers get have the samples' keys, recursively, with the same value types."""
+    key = load_event(WEBSOCKET_EVENTS["$connect"])["headers"]["x-api-key"]
+    frames = {route: load_event(WEBSOCKET_EVENTS[route])["body"] for route in ("complete",
+              "subscribe", "$default")}  # fmt: skip
 
-    connection_id, described = run(scenario)
-    assert described["ResponseMetadata"]["HTTPStatusCode"] == 200
-    assert described["Identity"] == {"SourceIp": "127.0.0.1", "UserAgent": "ua/2"}
-    assert described["ConnectedAt"].tzinfo is not None
-    assert described["LastActiveAt"] >= described["ConnectedAt"]
-    assert abs((datetime.now(UTC) - described["ConnectedAt"]).total_seconds()) < 60
+    with RunningStack(template=TEMPLATE_PATH, resolver=echoing_resolver) as running:
 
-    event = disconnect_event(connection_id)
-    assert event["requestContext"]["disconnectStatusCode"] == 1000
-    assert event["requestContext"]["disconnectReason"] == "Connection deleted"
-    calls: list[tuple[Callable[..., Any], dict[str, Any]]] = [
-        (management.post_to_connection, {"Data": b"late"}),
-        (management.get_connection, {}),
-        (management.delete_connection, {}),
-    ]
-    for call, arguments in calls:
-        with pytest.raises(management.exceptions.GoneException) as gone:
-            call(ConnectionId=connection_id, **arguments)
-        assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
-        assert gone.value.response["Error"]["Code"] == "GoneException"
+        async def scenario(session: aiohttp.ClientSession) -> tuple[str, dict[str, Any]]:
+            headers, params = {"x-api-key": key}, {"api_key": key}
+            async with session.ws_connect(running.ws_url, headers=headers, params=params) as ws:
+                messages = {}
+                for route, frame in frames.items():
+                    await ws.send_str(frame)
+                    messages[route] = (await receive_json(ws))["event"]
+            return messages["complete"]["requestContext"]["connectionId"], messages
 
-
-def test_disconnect_on_client_close_then_gone(stack: RunningStack, management: Any) -> None:
-    async def scenario(session: aiohttp.ClientSession) -> str:
-        async with session.ws_connect(stack.ws_url) as ws:
-            connection_id = await connection_id_of(ws)
-            await ws.close(code=4000, message=b"bye")
-        return connection_id
-
-    connection_id = run(scenario)
-    event = disconnect_event(connection_id)
-    assert set(event) == {"headers", "multiValueHeaders", "requestContext", "isBase64Encoded"}
-    assert event["headers"] == {
-        "Host": stack.host,
-        "x-api-key": "",
-        "X-Forwarded-For": "",
-        "x-restapi": "",
-    }
-    assert event["multiValueHeaders"]["Host"] == [stack.host]
-    ctx = event["requestContext"]
-    assert ctx["routeKey"] == "$disconnect"
-    assert ctx["eventType"] == "DISCONNECT"
-    assert ctx["disconnectStatusCode"] == 4000
-    assert ctx["disconnectReason"] == "bye"
-    assert ctx["connectionId"] == connection_id
-    assert ctx["identity"]["sourceIp"] == "127.0.0.1"
-    (connect,) = TOY_WS.recorded(connection_id, "$connect")
-    assert ctx["connectedAt"] == connect["requestContext"]["connectedAt"]
-    assert len(TOY_WS.recorded(connection_id, "$disconnect")) == 1
-
-    with pytest.raises(management.exceptions.GoneException) as gone:
-        management.post_to_connection(ConnectionId=connection_id, Data=b"anyone?")
-    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
-    assert gone.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-errortype"] == (
-        "GoneException"
-    )
-    with pytest.raises(management.exceptions.GoneException):
-        management.get_connection(ConnectionId="NeverConnected=")
-
-
-def test_post_over_the_message_limit_is_413(stack: RunningStack, management: Any) -> None:
-    async def scenario(session: aiohttp.ClientSession) -> None:
-        async with session.ws_connect(stack.ws_url) as ws:
-            connection_id = await connection_id_of(ws)
-            with pytest.raises(management.exceptions.PayloadTooLargeException) as too_large:
-                await asyncio.to_thread(
-                    management.post_to_connection, ConnectionId=connection_id, Data=b"z" * 8193
-                )
-            assert too_large.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
-            await asyncio.to_thread(
-                management.post_to_connection, ConnectionId=connection_id, Data=b"z" * 8192
-            )
-            msg = await ws.receive(timeout=5)
-            assert msg.data == "z" * 8192
-
-    run(scenario)
-
-
-def test_concurrent_posts_arrive_whole(stack: RunningStack, management: Any) -> None:
-    payloads = [json.dumps({"n": n, "pad": str(n) * 3000}) for n in range(40)]
-
-    async def scenario(session: aiohttp.ClientSession) -> list[str]:
-        async with session.ws_connect(stack.ws_url) as ws:
-            connection_id = await connection_id_of(ws)
-
-            def post_all() -> None:
-                with ThreadPoolExecutor(8) as pool:
-                    for _ in pool.map(
-                        lambda p: management.post_to_connection(
-                            ConnectionId=connection_id, Data=p.encode()
-                        ),
-                        payloads,
-                    ):
-                        pass
-
-            await asyncio.to_thread(post_all)
-            return [(await ws.receive(timeout=5)).data for _ in payloads]
-
-    assert sorted(run(scenario)) == sorted(payloads)
-
-
-# --- closing --------------------------------------------------------------------------------
-
-
-def test_idle_connection_is_closed_going_away() -> None:
-    with RunningStack(idle_timeout_seconds=0.7) as running:
-
-        async def scenario(session: aiohttp.ClientSession) -> tuple[str, aiohttp.WSMessage]:
-            async with session.ws_connect(running.ws_url) as ws:
-                connection_id = await connection_id_of(ws)
-                for _ in range(3):  # frames keep it alive past the idle timeout
-                    await asyncio.sleep(0.2)
-                    await echo(ws)
-                return connection_id, await ws.receive(timeout=5)
-
-        connection_id, closed = run(scenario)
-    assert (closed.type, closed.data, closed.extra) == (aiohttp.WSMsgType.CLOSE, 1001, "Going away")
-    ctx = disconnect_event(connection_id)["requestContext"]
-    assert (ctx["disconnectStatusCode"], ctx["disconnectReason"]) == (1001, "Going away")
-
-
-def test_connection_is_closed_after_its_maximum_duration() -> None:
-    with RunningStack(max_connection_seconds=0.5) as running:
-
-        async def scenario(session: aiohttp.ClientSession) -> aiohttp.WSMessage:
-            async with session.ws_connect(running.ws_url) as ws:
-                while True:  # busy, but not for ever
-                    await ws.send_json({"action": "echo"})
-                    msg = await ws.receive(timeout=5)
-                    if msg.type is not aiohttp.WSMsgType.TEXT:
-                        return msg
-
-        closed = run(scenario)
-    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
-
-
-def test_close_all_closes_sockets_and_fires_disconnect(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="headrace.gateway.ws")
-    with RunningStack() as running:
-
-        async def scenario(session: aiohttp.ClientSession) -> tuple[str, aiohttp.WSMessage]:
-            async with session.ws_connect(running.ws_url) as ws:
-                connection_id = await connection_id_of(ws)
-                await asyncio.to_thread(running.close)
-                return connection_id, await ws.receive(timeout=5)
-
-        connection_id, closed = run(scenario)
-    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
-    # close_all waited for the $disconnect call: it is recorded already.
-    (event,) = TOY_WS.recorded(connection_id, "$disconnect")
-    assert event["requestContext"]["disconnectStatusCode"] == 1001
-    lines = [
-        json.loads(r.getMessage())
-        for r in caplog.records
-        if r.name == "headrace.gateway.ws" and getattr(r, "connectionId", None) == connection_id
-    ]
-    assert [line["ws"] for line in lines] == ["connect", "message", "close", "disconnect"]
-    assert lines[1]["routeKey"] == "echo" and lines[1]["outcome"] == "ok"
-
-
-def test_routes_are_rejected_when_duplicated() -> None:
-    route = toy_ws_routes()[0]
-    with pytest.raises(ValueError, match="duplicate"):
-        LocalWebSocketApi([route, dataclasses.replace(route, handler="x.y")])
-
-
-def test_dropped_connection_fires_disconnect_1006(stack: RunningStack) -> None:
-    """The client vanishes without a close frame: $disconnect still runs, with 1006."""
-    user_agent = f"raw-{uuid.uuid4()}"
-    host, port = stack.host.rsplit(":", 1)
-    key = base64.b64encode(os.urandom(16)).decode()
-    upgrade = (
-        f"GET /ws HTTP/1.1\r\nHost: {stack.host}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"User-Agent: {user_agent}\r\n\r\n"
-    )
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(upgrade.encode())
-        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
-    connect = TOY_WS.wait_for(lambda e: e.get("headers", {}).get("User-Agent") == user_agent)
-    ctx = disconnect_event(connect["requestContext"]["connectionId"])["requestContext"]
-    assert ctx["disconnectStatusCode"] == 1006
-    assert ctx["disconnectReason"] == "Connection lost"
+        connection_id, events = run(scenario)
+        (events["$connect"],) = TOY_WS.recorded(connection_id, "$connect")
+        events["$disconnect"] = disconnect_event(connection_id)
+    assert set(events) == set(WEBSOCKET_EVENTS)
+    for route, event in events.items():
+        assert event["requestContext"]["routeKey"] == route
+        assert shape(event) == shape(load_event(WEBSOCKET_EVENTS[route])), route

@@ -1,5 +1,6 @@
-"""The scheduler with the real engine (the dev model, two replicas): when a free replica starts,
-holds for company, or gives way to a burst."""
+"""The scheduler with the real engine (the dev model, two replicas): when a free replica starts
+or holds for company. (Giving way to a burst, a load of a few thousand tokens:
+tests/e2e/test_scheduler_burst.py.)"""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from headrace.core.contracts import CompletionRequest
+from tests.scheduling import batches, greedy, runner, serving
 from worker import scheduler
-from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig
-from worker.scheduler import BURST, Decoded, ModelRunner
+from worker.scheduler import Decoded
 
 
 @pytest.fixture(scope="module")
@@ -23,38 +22,6 @@ def engine(dev_model_dir: Path) -> Iterator[Engine]:
     loaded = Engine(dev_model_dir, EngineConfig("cpu", "default", 2, 1))
     yield loaded
     loaded.close()
-
-
-def runner(engine: Engine, dev_model_dir: Path, *, hold: float = 2.0) -> ModelRunner:
-    codec = TextCodec.from_file(
-        dev_model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
-    )
-    return ModelRunner(
-        "dev",
-        engine,
-        codec,
-        max_batch_size=8,
-        max_batch_wait=0.01,
-        max_batch_hold=hold,
-        prefetch_per_replica=16,
-    )
-
-
-def greedy(prompt: str, tokens: int) -> CompletionRequest:
-    return CompletionRequest(prompt=prompt, max_new_tokens=tokens, temperature=0)
-
-
-def batches(caplog: pytest.LogCaptureFixture) -> list[list[str]]:
-    return [r.requests for r in caplog.records if r.getMessage() == "batch started"]  # type: ignore[attr-defined]
-
-
-async def serving(model: ModelRunner, body: Any) -> Any:
-    task = asyncio.create_task(model.serve())
-    try:
-        return await asyncio.wait_for(body(), 60)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_a_lone_job_on_an_idle_worker_starts_without_holding(
@@ -142,36 +109,3 @@ def test_a_full_prefetch_still_waits_for_a_job_on_its_way(
     caplog.set_level(logging.INFO, logger="headrace.scheduler")
     asyncio.run(serving(model, body))
     assert [sorted(b) for b in batches(caplog)] == [["j0", "j1", "j2", "j3"]]
-
-
-def test_a_lone_job_gives_way_to_a_burst_and_loses_nothing(
-    engine: Engine, dev_model_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    alone = runner(engine, dev_model_dir)
-    undisturbed = asyncio.run(
-        serving(alone, lambda: alone.complete("first", greedy("The mill", 3000)))
-    )
-    model = runner(engine, dev_model_dir)
-
-    async def body() -> Decoded:
-        first = asyncio.create_task(model.complete("first", greedy("The mill", 3000)))
-        await asyncio.sleep(0.2)  # it is decoding, on its own
-        burst = [
-            asyncio.create_task(model.complete(f"b{i}", greedy("The mill", 40)))
-            for i in range(BURST)
-        ]
-        await asyncio.gather(*burst)
-        return await first
-
-    caplog.set_level(logging.INFO, logger="headrace.scheduler")
-    result = asyncio.run(serving(model, body))
-    assert "batch gives way to a burst" in [r.getMessage() for r in caplog.records]
-    started = batches(caplog)
-    assert started[0] == ["first"]
-    assert any("first" in b for b in started[1:])  # back among the others, planned with them
-    assert sorted(r for b in started[1:] for r in b if r != "first") == [
-        f"b{i}" for i in range(BURST)
-    ]
-    # Restarted from its own tokens, the job says exactly what it would have said alone.
-    assert result.output == undisturbed.output
-    assert result.output.num_completion_tokens == 3000

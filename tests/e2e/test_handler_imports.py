@@ -1,0 +1,61 @@
+"""A Lambda loads only what it serves: every cold start pays for each import. Each handler
+module of template.yaml is imported in a fresh interpreter (the only way to a fresh
+sys.modules), which is why this lives with the tests that start processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from infra.template import http_routes, load_template, websocket_routes
+
+TEMPLATE = load_template()
+HANDLERS = [r.handler for r in http_routes(TEMPLATE)] + [
+    r.handler for r in websocket_routes(TEMPLATE)
+]
+HANDLER_MODULES = sorted({handler.rpartition(".")[0] for handler in HANDLERS})
+# The client, the dev stack, the CLI, the worker and its engine: none of them serves a request.
+NOT_IN_A_LAMBDA = (
+    "headrace.client",
+    "headrace.dev",
+    "headrace.cli",
+    "worker",
+    "aiohttp",
+    "ctranslate2",
+    "tokenizers",
+)
+LOADED_MODULES = (
+    "import importlib, json, sys; importlib.import_module(sys.argv[1]);"
+    " print(json.dumps(sorted(sys.modules)))"
+)
+
+
+def test_the_template_names_the_handler_modules() -> None:
+    assert HANDLER_MODULES == [
+        "handlers.model_endpoints",
+        "handlers.status",
+        "handlers.submit",
+        "handlers.websocket",
+    ]
+
+
+@pytest.mark.parametrize("module", HANDLER_MODULES)
+def test_a_handler_module_loads_nothing_it_does_not_serve(module: str) -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADED_MODULES, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    modules = json.loads(loaded.stdout)
+    assert module in modules
+    unwanted = [
+        name
+        for name in modules
+        if any(name == package or name.startswith(package + ".") for package in NOT_IN_A_LAMBDA)
+    ]
+    assert unwanted == [], f"importing {module} loads {unwanted}"
