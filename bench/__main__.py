@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,10 @@ from bench.jobs import (
     make_jobs,
     save_jobs,
 )
+from bench.procinfo import machine
 from bench.report import Summary
 from headrace.dev.stack import LocalStack, StackOptions
+from worker.decoding import TextCodec
 
 
 @dataclass(frozen=True)
@@ -63,24 +63,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{platform.system()} {os.cpu_count()} cores ({cpu}); load average {load}"
-
-
 def best(summaries: list[Summary]) -> Summary:
     return max(summaries, key=lambda s: s.tokens_per_s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@dataclass
+class Setup:
+    """What every run uses: the options, the model, the job set and the probes' jobs."""
+
+    args: argparse.Namespace
+    profile: Profile
+    runs: int
+    work: Path
+    model_dir: Path
+    codec: TextCodec
+    jobs: list[Job]
+    idle_jobs: list[Job]
+    long_job: Job
+    short_job: Job
+    started: float
+
+
+@dataclass
+class Collected:
+    """What the runs gather for the report."""
+
+    per_run: list[dict[str, Summary]] = field(default_factory=list)
+    ratios: dict[str, list[float]] = field(
+        default_factory=lambda: {"headrace/engine": [], "headrace/naive": []}
+    )
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    probe_lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    engine_runs: list[list[dict[str, Any]]] = field(default_factory=list)
+
+
+def prepare(args: argparse.Namespace) -> Setup:
     profile = QUICK if args.quick else FULL
-    runs = args.runs or profile.runs
     out: Path = args.out.resolve()
     work = out / "runs" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
@@ -104,17 +123,31 @@ def main(argv: list[str] | None = None) -> int:
         Job(1000 + i, j.prompt, j.prompt_tokens, 16)
         for i, j in enumerate(ordered[::-1][:1] + ordered[:1])
     ]
-    long_job = Job(2000, ordered[0].prompt, ordered[0].prompt_tokens, profile.long_new_tokens)
-    short_job = Job(2001, ordered[1].prompt, ordered[1].prompt_tokens, 16)
+    return Setup(
+        args=args,
+        profile=profile,
+        runs=args.runs or profile.runs,
+        work=work,
+        model_dir=model_dir,
+        codec=codec,
+        jobs=jobs,
+        idle_jobs=idle_jobs,
+        long_job=Job(2000, ordered[0].prompt, ordered[0].prompt_tokens, profile.long_new_tokens),
+        short_job=Job(2001, ordered[1].prompt, ordered[1].prompt_tokens, 16),
+        started=started,
+    )
 
-    stack = LocalStack(
+
+def make_stack(setup: Setup) -> LocalStack:
+    out: Path = setup.args.out.resolve()
+    return LocalStack(
         StackOptions(
-            home=(args.home or out / "home").resolve(),
+            home=(setup.args.home or out / "home").resolve(),
             gateway_port=0,
-            logs_dir=work / "logs",
+            logs_dir=setup.work / "logs",
             settings_env={
-                "HEADRACE_MODEL_ZOO": json.dumps({profile.model_name: str(model_dir)}),
-                "HEADRACE_WORKER_MODELS": profile.model_name,
+                "HEADRACE_MODEL_ZOO": json.dumps({setup.profile.model_name: str(setup.model_dir)}),
+                "HEADRACE_WORKER_MODELS": setup.profile.model_name,
                 "HEADRACE_DEVICE": "cpu",
                 "HEADRACE_COMPUTE_TYPE": "int8",
                 "HEADRACE_LOG_LEVEL": "INFO",
@@ -122,80 +155,105 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
     )
-    per_run: list[dict[str, Summary]] = []
-    ratios: dict[str, list[float]] = {"headrace/engine": [], "headrace/naive": []}
-    facts: list[dict[str, Any]] = []
-    probe_lines: list[str] = []
-    notes: list[str] = []
-    engine_runs: list[list[dict[str, Any]]] = []
-    strategies: list[Strategy] = STRATEGIES + (MORE_STRATEGIES if args.explore else [])
-    stack.start(workers=0)
-    try:
-        for run in range(runs):
-            print(f"run {run + 1}/{runs}", flush=True)
-            rows: dict[str, Summary] = {}
-            probe_prompts = [j.prompt for j in idle_jobs]
-            engine = phases.engine_phase(
-                work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}"
-            )
-            tried = phases.engine_summaries(engine)
-            engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
-            if len(strategies) > 1:
-                # The first run chooses the strategy the others measure. The fastest of several
-                # noisy measurements is a lucky one, so the first run's ceiling is measured
-                # anew with the strategy chosen, not taken from the measurement that chose it.
-                ranked = sorted(
-                    zip(tried, strategies, strict=True), key=lambda p: -p[0].tokens_per_s
-                )
-                strategies = [ranked[0][1]]
-                print(f"  engine: chosen: {ranked[0][0].detail}; measured again", flush=True)
-                engine = phases.engine_phase(
-                    work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}-chosen"
-                )
-                tried = phases.engine_summaries(engine)
-                engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
-            rows["engine limit"] = best(tried)
-            prefill = [engine["prefill_s"][j.prompt] for j in idle_jobs]
-            for mode, label in (("headrace", "headrace"), ("naive", "naive worker")):
-                with phases.worker(stack, phases.WORKER_MODES[mode], profile.model_name) as running:
-                    detail = "worker defaults" if mode == "headrace" else "1 job at a time"
-                    phase = phases.worker_phase(
-                        stack, running, label, detail, profile.model_name, jobs
-                    )
-                    if phase.short_jobs:
-                        notes.append(f"{label}, run {run + 1}: jobs ended early {phase.short_jobs}")
-                    if mode == "headrace" and run == 0 and not args.no_probes:
-                        for job, seconds in zip(idle_jobs, prefill, strict=True):
-                            idle = probes.idle_probe(
-                                stack, running, profile.model_name, job, seconds
-                            )
-                            probe_lines.append(idle.line())
-                        short = probes.short_probe(
-                            stack, running, profile.model_name, long_job, short_job
-                        )
-                        probe_lines.append(short.line())
-                rows[label] = phase.summary
-                facts.append({"run": run + 1, "system": label, **probes.evidence(phase, jobs)})
-                print(f"  {label}: {phase.summary.makespan_s:.1f}s", flush=True)
-            if args.hf and run == 0:
-                hf, hf_raw = phases.hf_phase(
-                    work, args.hf_python, model_dir, profile.shape, jobs, codec, "hf"
-                )
-                rows["transformers"] = hf
-                notes.append(
-                    f"transformers: 1 run; weights {hf_raw['weights']}; "
-                    f"{hf_raw['versions']}; same first 8 tokens as the engine for "
-                    f"{_agreement(engine, hf_raw)} of the jobs"
-                )
-            per_run.append(rows)
-            engine_tps = rows["engine limit"].tokens_per_s
-            ratios["headrace/engine"].append(rows["headrace"].tokens_per_s / engine_tps)
-            ratios["headrace/naive"].append(
-                rows["headrace"].tokens_per_s / rows["naive worker"].tokens_per_s
-            )
-    finally:
-        stack.stop()
 
+
+def engine_run(
+    setup: Setup, strategies: list[Strategy], run: int, collected: Collected
+) -> tuple[Summary, dict[str, Any], list[Strategy]]:
+    """(the engine limit, the engine phase's raw result, the strategies later runs measure)."""
+    probe_prompts = [j.prompt for j in setup.idle_jobs]
+    work, model_dir, jobs = setup.work, setup.model_dir, setup.jobs
+    engine = phases.engine_phase(work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}")
+    tried = phases.engine_summaries(engine)
+    collected.engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
+    if len(strategies) > 1:
+        # The first run chooses the strategy the others measure. The fastest of several
+        # noisy measurements is a lucky one, so the first run's ceiling is measured
+        # anew with the strategy chosen, not taken from the measurement that chose it.
+        ranked = sorted(zip(tried, strategies, strict=True), key=lambda p: -p[0].tokens_per_s)
+        strategies = [ranked[0][1]]
+        print(f"  engine: chosen: {ranked[0][0].detail}; measured again", flush=True)
+        engine = phases.engine_phase(
+            work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}-chosen"
+        )
+        tried = phases.engine_summaries(engine)
+        collected.engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
+    return best(tried), engine, strategies
+
+
+def worker_runs(
+    setup: Setup,
+    stack: LocalStack,
+    run: int,
+    prefill: list[float],
+    rows: dict[str, Summary],
+    collected: Collected,
+) -> None:
+    """Headrace with the worker's defaults, then the naive worker (and the probes, first run)."""
+    model = setup.profile.model_name
+    for mode, label in (("headrace", "headrace"), ("naive", "naive worker")):
+        with phases.worker(stack, phases.WORKER_MODES[mode], model) as running:
+            detail = "worker defaults" if mode == "headrace" else "1 job at a time"
+            phase = phases.worker_phase(stack, running, label, detail, model, setup.jobs)
+            if phase.short_jobs:
+                collected.notes.append(
+                    f"{label}, run {run + 1}: jobs ended early {phase.short_jobs}"
+                )
+            if mode == "headrace" and run == 0 and not setup.args.no_probes:
+                for job, seconds in zip(setup.idle_jobs, prefill, strict=True):
+                    idle = probes.idle_probe(stack, running, model, job, seconds)
+                    collected.probe_lines.append(idle.line())
+                short = probes.short_probe(stack, running, model, setup.long_job, setup.short_job)
+                collected.probe_lines.append(short.line())
+        rows[label] = phase.summary
+        collected.facts.append(
+            {"run": run + 1, "system": label, **probes.evidence(phase, setup.jobs)}
+        )
+        print(f"  {label}: {phase.summary.makespan_s:.1f}s", flush=True)
+
+
+def hf_run(setup: Setup, engine: dict[str, Any], collected: Collected) -> Summary:
+    profile = setup.profile
+    hf, hf_raw = phases.hf_phase(
+        setup.work,
+        setup.args.hf_python,
+        setup.model_dir,
+        profile.shape,
+        setup.jobs,
+        setup.codec,
+        "hf",
+    )
+    collected.notes.append(
+        f"transformers: 1 run; weights {hf_raw['weights']}; "
+        f"{hf_raw['versions']}; same first 8 tokens as the engine for "
+        f"{_agreement(engine, hf_raw)} of the jobs"
+    )
+    return hf
+
+
+def one_run(
+    setup: Setup, stack: LocalStack, strategies: list[Strategy], run: int, collected: Collected
+) -> list[Strategy]:
+    """One run of every system; returns the engine strategies the next runs measure."""
+    print(f"run {run + 1}/{setup.runs}", flush=True)
+    rows: dict[str, Summary] = {}
+    rows["engine limit"], engine, strategies = engine_run(setup, strategies, run, collected)
+    prefill = [engine["prefill_s"][j.prompt] for j in setup.idle_jobs]
+    worker_runs(setup, stack, run, prefill, rows, collected)
+    if setup.args.hf and run == 0:
+        rows["transformers"] = hf_run(setup, engine, collected)
+    collected.per_run.append(rows)
+    engine_tps = rows["engine limit"].tokens_per_s
+    collected.ratios["headrace/engine"].append(rows["headrace"].tokens_per_s / engine_tps)
+    collected.ratios["headrace/naive"].append(
+        rows["headrace"].tokens_per_s / rows["naive worker"].tokens_per_s
+    )
+    return strategies
+
+
+def report_all(setup: Setup, collected: Collected) -> None:
+    """The table, ratios, probes, evidence and notes; the plot and results.json."""
+    per_run, runs, jobs, work = collected.per_run, setup.runs, setup.jobs, setup.work
     systems = ["engine limit", "headrace", "naive worker", "transformers"]
     rows_out = [
         (name, report.median_metrics(r[name].metrics() for r in per_run if name in r))
@@ -208,17 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Median of {runs} run(s); {len(jobs)} jobs; machine: {machine()}")
     print(report.table(rows_out, limit_tps))
     print(f"engine limit = best of the strategies tried: {best_strategy}")
-    for line in report.ratio_lines(ratios):
+    for line in report.ratio_lines(collected.ratios):
         print(line)
-    for line in probe_lines:
+    for line in collected.probe_lines:
         print(line)
-    for fact in facts:
+    for fact in collected.facts:
         if fact["run"] == 1:
             for line in probes.evidence_lines(fact["system"], fact):
                 print(line)
-    for note in notes:
+    for note in collected.notes:
         print(f"note: {note}")
     plot_path = work / "bench.png"
+    profile = setup.profile
     title = f"{profile.model_name}: {profile.shape.label}; {len(jobs)} jobs; median of {runs}"
     skipped = report.plot(plot_path, rows_out, title)
     print(skipped or f"plot: {plot_path}")
@@ -227,15 +286,30 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "runs": runs,
         "table": dict(rows_out),
-        "ratios": ratios,
-        "engine_strategies": engine_runs,
-        "probes": probe_lines,
-        "evidence": facts,
-        "notes": notes,
-        "seconds": time.monotonic() - started,
+        "ratios": collected.ratios,
+        "engine_strategies": collected.engine_runs,
+        "probes": collected.probe_lines,
+        "evidence": collected.facts,
+        "notes": collected.notes,
+        "seconds": time.monotonic() - setup.started,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"results: {work / 'results.json'} ({time.monotonic() - started:.0f} s)")
+    print(f"results: {work / 'results.json'} ({time.monotonic() - setup.started:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup = prepare(args)
+    stack = make_stack(setup)
+    collected = Collected()
+    strategies: list[Strategy] = STRATEGIES + (MORE_STRATEGIES if args.explore else [])
+    stack.start(workers=0)
+    try:
+        for run in range(setup.runs):
+            strategies = one_run(setup, stack, strategies, run, collected)
+    finally:
+        stack.stop()
+    report_all(setup, collected)
     return 0
 
 

@@ -1,11 +1,23 @@
-"""What /proc says about a process: peak memory, CPU time, the command line of children."""
+"""What /proc says: the machine, and of a process its peak memory, CPU time, its children."""
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    """The OS, cores, CPU model and load average: what the figures of a run were taken on."""
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.system()} {os.cpu_count()} cores ({cpu}); load average {load}"
 
 
 def peak_rss_mb(pid: int | None = None) -> float | None:
