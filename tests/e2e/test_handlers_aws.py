@@ -1,0 +1,212 @@
+"""The Lambda handlers of template.yaml, called as Lambda calls them, with the sample events of
+tests/events, over real boto3 clients against the moto server and the template's table and
+queue: what they refuse once they have read the caller's API key or connection record, and
+that a refusal leaves no job behind."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from headrace.api.services import build_services
+from headrace.core.settings import Settings
+from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams as stream_table
+from headrace.dev.moto import MOTO_CREDENTIALS
+from infra.provision import AwsClients, ProvisionedResources, provision
+from tests.events import HTTP_EVENTS, WEBSOCKET_EVENTS, load_event
+from tests.handler_support import (
+    CONNECTION_ID,
+    KEY,
+    MODEL_ZOO,
+    http_answer,
+    use_services,
+    websocket_error,
+    with_body,
+)
+
+SUBMIT_ROUTES = ["POST /v1/llm/completions-async", "POST /v1/llm/completions-sync"]
+ENDPOINT = "https://f6g7h8i9j0.execute-api.us-east-1.amazonaws.com/ws"
+
+
+@pytest.fixture(scope="module")
+def aws(moto_endpoint: str) -> Iterator[AwsClients]:
+    """The tests' own clients, apart from the handlers': to set up and to look afterwards."""
+    session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
+    clients = AwsClients.create(moto_endpoint, session=session)
+    yield clients
+    clients.close()
+
+
+def new_stack(aws: AwsClients) -> ProvisionedResources:
+    # The moto server is shared by the session: a stack name of its own.
+    return provision(aws, stack_name=f"h{uuid.uuid4().hex[:10]}")
+
+
+# A stack is shared by the module's tests (provisioning one costs a second); they only read it,
+# and each checks that it left no job behind.
+@pytest.fixture(scope="module")
+def stack_with_key_and_connection(aws: AwsClients) -> ProvisionedResources:
+    """A table holding the sample events' API key, and their connection opened with it."""
+    resources = new_stack(aws)
+    table = resources.table_name
+    now = time.time()
+    aws.dynamodb.put_item(**job_table.put_api_key(table, KEY, name="handler tests", now=now))
+    aws.dynamodb.put_item(
+        **stream_table.put_connection(
+            table,
+            connection_id=CONNECTION_ID,
+            owner=job_table.hash_api_key(KEY),
+            endpoint=ENDPOINT,
+            now=now,
+        )
+    )
+    return resources
+
+
+@pytest.fixture(scope="module")
+def empty_stack(aws: AwsClients) -> ProvisionedResources:
+    return new_stack(aws)
+
+
+@contextlib.contextmanager
+def handlers_served_by(
+    moto_endpoint: str, resources: ProvisionedResources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """What a cold start builds (real boto3 clients) for `resources`, given to every handler.
+
+    Built anew for each test, so that none rides on a key another test's services cached."""
+    settings = Settings(
+        aws_endpoint_url=moto_endpoint,
+        region=resources.region,
+        table_name=resources.table_name,
+        queue_name=resources.queue_name,
+        dlq_name=resources.dlq_name,
+        models_bucket=resources.bucket_name,
+        model_zoo=MODEL_ZOO,
+    )
+    services = build_services(settings)
+    use_services(monkeypatch, services)
+    try:
+        yield
+    finally:
+        services.dynamodb.close()
+        services.sqs.close()
+
+
+@pytest.fixture
+def known_key_and_connection(
+    moto_endpoint: str,
+    stack_with_key_and_connection: ProvisionedResources,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ProvisionedResources]:
+    """The handlers on the stack that knows the sample events' key and connection."""
+    with handlers_served_by(moto_endpoint, stack_with_key_and_connection, monkeypatch):
+        yield stack_with_key_and_connection
+
+
+@pytest.fixture
+def nothing_stored(
+    moto_endpoint: str, empty_stack: ProvisionedResources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ProvisionedResources]:
+    """The handlers on a stack whose table holds nothing: no key, no connection."""
+    with handlers_served_by(moto_endpoint, empty_stack, monkeypatch):
+        yield empty_stack
+
+
+def stored_keys(aws: AwsClients, resources: ProvisionedResources) -> list[tuple[str, str]]:
+    items: list[dict[str, Any]] = aws.dynamodb.scan(
+        TableName=resources.table_name, ConsistentRead=True
+    )["Items"]
+    return sorted((item["pk"]["S"], item["sk"]["S"]) for item in items)
+
+
+def assert_no_job(aws: AwsClients, resources: ProvisionedResources) -> None:
+    """Nothing was recorded or queued: the table holds no job item, the queue no message."""
+    assert [key for key in stored_keys(aws, resources) if key[0].startswith("job#")] == []
+    attributes = aws.sqs.get_queue_attributes(
+        QueueUrl=resources.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert set(attributes.values()) == {"0"}
+
+
+# --- HTTP routes
+
+
+@pytest.mark.parametrize("route_key", SUBMIT_ROUTES)
+@pytest.mark.parametrize(
+    ("query", "body", "status", "detail"),
+    [
+        (None, '{"prompt": "The river", "temperature": 3.0}', 400, "temperature: "),
+        (None, '{"prompt": "The river", "top_k": -5}', 400, "top_k: "),
+        (None, '{"prompt": "The river", "surprise": 1}', 400, "surprise: unknown field"),
+        (None, "not json", 422, "body: not valid JSON"),
+        (None, "[]", 400, "body: "),
+        ({}, '{"prompt": "The river"}', 400, "model: field required"),
+        ({"model_endpoint_name": "nope"}, '{"prompt": "x"}', 404, "model 'nope' not found"),
+    ],
+)
+def test_a_request_the_service_refuses_before_any_work_names_its_reason(
+    route_key: str,
+    query: dict[str, str] | None,
+    body: str,
+    status: int,
+    detail: str,
+    aws: AwsClients,
+    known_key_and_connection: ProvisionedResources,
+) -> None:
+    event = load_event(HTTP_EVENTS[route_key])
+    event["body"] = body
+    if query is not None:
+        event["queryStringParameters"] = query
+    answer = http_answer(route_key, event)
+    assert answer[0] == status, answer
+    assert set(answer[1]) == {"detail"} and answer[1]["detail"].startswith(detail), answer
+    assert_no_job(aws, known_key_and_connection)
+
+
+# --- WebSocket routes
+
+
+@pytest.mark.parametrize(
+    ("route_key", "frame", "message"),
+    [
+        ("complete", "not json", "frame: not valid JSON"),
+        ("complete", "[1, 2]", "frame: must be a JSON object"),
+        ("complete", {"action": "complete", "prompt": "x", "temperature": 3.0}, "temperature: "),
+        ("complete", {"action": "complete", "prompt": "x", "n": 2}, "n: unknown field"),
+        ("subscribe", {"action": "subscribe"}, "request_id: field required"),
+        ("subscribe", {"action": "subscribe", "request_id": "r", "from_seq": -1}, "from_seq: "),
+        ("subscribe", {"action": "subscribe", "request_id": "r", "extra": 1}, "extra: unknown"),
+    ],
+)
+def test_a_frame_that_fails_validation_is_a_400_naming_the_field(
+    route_key: str,
+    frame: Any,
+    message: str,
+    aws: AwsClients,
+    known_key_and_connection: ProvisionedResources,
+) -> None:
+    status, error = websocket_error(route_key, with_body(route_key, frame))
+    assert status == 400 and error.startswith(message), error
+    assert_no_job(aws, known_key_and_connection)
+
+
+@pytest.mark.parametrize("route_key", ["complete", "subscribe"])
+def test_a_frame_on_an_unknown_connection_is_401(
+    route_key: str, aws: AwsClients, nothing_stored: ProvisionedResources
+) -> None:
+    status, error = websocket_error(route_key, load_event(WEBSOCKET_EVENTS[route_key]))
+    assert (status, error) == (
+        401,
+        "this connection is not authenticated; reconnect with an API key",
+    )
+    assert stored_keys(aws, nothing_stored) == []
+    assert_no_job(aws, nothing_stored)
