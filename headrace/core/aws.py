@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any
 
 import boto3
@@ -51,11 +53,26 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+_session_lock = threading.Lock()
+
+
+@functools.cache
+def _process_session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
 def boto3_client(settings: Settings, service: str, *, endpoint_url: str | None = None) -> Any:
+    """A client from the process's one boto3 session.
+
+    A session loads the endpoint and service definitions once; a new session per client
+    loads them again, which a Lambda pays at every cold start. Creating clients from one
+    session is not thread-safe in botocore, hence the lock.
+    """
     kwargs = client_kwargs(settings)
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
-    return boto3.session.Session().client(service, **kwargs)  # type: ignore[call-overload]
+    with _session_lock:
+        return _process_session().client(service, **kwargs)  # type: ignore[call-overload]
 
 
 def translate_client_error(error: ClientError) -> HeadraceError:
