@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test test-fast lint bench clean
+.PHONY: install dev test test-fast lint bench chaos fuzz clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ test-fast: $(INSTALLED)
 bench: $(INSTALLED)
 	$(VENV)/bin/python -m pip install --quiet -e ".[bench]"
 	$(VENV)/bin/python -m bench
+
+# Worker kills, a SIGTERM and a frozen worker under load, then an audit of every job and stream
+# (~5 min; README "Tests"). Not part of `make test`. Options: make chaos ARGS="--jobs 200 --zombie".
+chaos: $(INSTALLED)
+	$(VENV)/bin/python -m tests.suites.chaos $(ARGS)
+
+# schemathesis over openapi.json, hostile HTTP requests and WebSocket frames (~5 min; README
+# "Tests"). Not part of `make test`. Options: make fuzz ARGS="--max-examples 20 --streams 10".
+fuzz: $(INSTALLED)
+	$(VENV)/bin/python -m tests.suites.fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -34,9 +34,10 @@ def handle_sync(event: HttpApiEvent, services: ApiServices, owner: str) -> dict[
     if record.status is JobStatus.SUCCEEDED:
         return json_response(200, {"request_id": request_id, "output": record.output}, request_id)
     if record.status is JobStatus.FAILED and record.error is not None:
-        # A job fails only for the service's reasons (JobErrorType): the request was checked.
+        # The request's fault only where the worker alone could tell (JobErrorType).
+        status = 400 if record.error.type == "invalid_request" else 500
         return json_response(
-            500, {"detail": record.error.message, "request_id": request_id}, request_id
+            status, {"detail": record.error.message, "request_id": request_id}, request_id
         )
     # Not done within the wait: the caller polls GET /v1/llm/completions/{request_id}.
     return json_response(202, {"request_id": request_id, "status": record.status.value}, request_id)

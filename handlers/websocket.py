@@ -53,7 +53,9 @@ class WebSocketEvent(BaseModel):
 
 
 def _reply(body: BaseModel, status: int = 200) -> dict[str, Any]:
-    return {"statusCode": status, "body": body.model_dump_json()}
+    # The content type matters where the reply is an HTTP answer: a refused $connect.
+    headers = {"content-type": "application/json"}
+    return {"statusCode": status, "headers": headers, "body": body.model_dump_json()}
 
 
 def _error(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
@@ -108,6 +110,8 @@ def _frame(event: WebSocketEvent) -> dict[str, Any]:
         frame = json.loads(event.body or "")
     except ValueError:
         raise InvalidRequest("frame: not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("frame: JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise InvalidRequest("frame: must be a JSON object")
     return frame

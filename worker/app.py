@@ -11,6 +11,7 @@ import sys
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import aioboto3
 
@@ -82,6 +83,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         dynamodb = await stack.enter_async_context(
             session.client("dynamodb", **client_kwargs(settings))
         )
+        # The heartbeat's own clients: its calls never queue behind the worker's other traffic
+        # for a connection (a burst of claims and stream flushes can hold every one of them).
+        heartbeat = (
+            await stack.enter_async_context(session.client("sqs", **client_kwargs(settings))),
+            await stack.enter_async_context(session.client("dynamodb", **client_kwargs(settings))),
+        )
         found = await call_aws_async(sqs.get_queue_url, QueueName=settings.queue_name)
         queue_url = found["QueueUrl"]
         post = ConnectionPoster(session, settings, stack)
@@ -93,12 +100,24 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             runners=runners,
             worker_id=worker_id,
             post=post,
+            dlq_url=await _dead_letter_queue_url(sqs, settings),
+            heartbeat_clients=heartbeat,
         )
         try:
             await consumer.run(stop)
         finally:
             for runner in runners.values():
                 runner.engine.close()
+
+
+async def _dead_letter_queue_url(sqs: Any, settings: Settings) -> str | None:
+    """The dead-letter queue this worker watches (worker/dead_letters.py); None: none found."""
+    try:
+        found = await call_aws_async(sqs.get_queue_url, QueueName=settings.dlq_name)
+    except HeadraceError as e:
+        logger.warning("not watching the dead-letter queue %s: %s", settings.dlq_name, e.detail)
+        return None
+    return str(found["QueueUrl"])
 
 
 def main(settings: Settings | None = None) -> int:

@@ -2,10 +2,12 @@
 
 SQS is at-least-once, so every job moves only through conditional writes
 (worker/lifecycle.py): a duplicate delivery of a finished job is deleted, one leased by a live
-worker is left for later, and a result is stored only by the worker that holds the lease.
+worker is left for later (spending none of the job's attempts), and only the worker that holds
+the job's lease, in the epoch it claimed, can write anything of it, its stream included.
 The rooms: receiving (worker/intake.py), the queue (worker/job_queue.py), the job's record
-(worker/lifecycle.py), the heartbeat (worker/leases.py), presence (worker/presence.py) and
-the job's stream (worker/stream_opener.py). This module runs one job through them.
+(worker/lifecycle.py), the heartbeat (worker/leases.py), presence (worker/presence.py), the
+job's stream (worker/stream_opener.py), ending a job without a result (worker/endings.py) and
+the dead-letter queue (worker/dead_letters.py). This module runs one job through them.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from headrace.core.contracts import JobError, JobMessage
+from headrace.core.contracts import JobMessage
 from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
 from headrace.core.settings import Settings
+from headrace.core.tables.jobs import JobRecord
+from worker.dead_letters import DeadLetters
+from worker.endings import JobEndings
 from worker.intake import Intake
 from worker.job_queue import JobQueue
 from worker.leases import Leases
-from worker.lifecycle import JobLifecycle, NotClaimed
+from worker.lifecycle import JobLifecycle, LeaseLost, NotClaimed, ToEnd
 from worker.presence import Presence
 from worker.progress import ProgressSignal, Watch
-from worker.publisher import Post
+from worker.publisher import Post, StreamPublisher
 from worker.scheduler import Arrival, Decoded, DecodeFailed, ModelRunner
-from worker.stream_opener import StreamOpener
+from worker.stream_opener import OpenedStream, StreamOpener
 
 logger = logging.getLogger("headrace.worker")
 
@@ -46,6 +51,8 @@ class QueueConsumer:
         runners: dict[str, ModelRunner],
         worker_id: str,
         post: Post,
+        dlq_url: str | None = None,
+        heartbeat_clients: tuple[Any, Any] | None = None,  # (sqs, dynamodb) of its own
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -54,9 +61,10 @@ class QueueConsumer:
         self.clock = clock
         self.queue = JobQueue(sqs=sqs, queue_url=queue_url)
         self.lifecycle = JobLifecycle(settings, dynamodb=dynamodb, worker_id=worker_id, clock=clock)
+        beat_sqs, beat_dynamodb = heartbeat_clients or (sqs, dynamodb)
         self.leases = Leases(
-            self.queue,
-            self.lifecycle,
+            JobQueue(sqs=beat_sqs, queue_url=queue_url),
+            JobLifecycle(settings, dynamodb=beat_dynamodb, worker_id=worker_id, clock=clock),
             visibility_timeout=settings.visibility_timeout_seconds,
             clock=clock,
         )
@@ -65,6 +73,25 @@ class QueueConsumer:
         )
         self.streams = StreamOpener(
             settings, dynamodb=dynamodb, worker_id=worker_id, post=post, clock=clock
+        )
+        self.endings = JobEndings(
+            lifecycle=self.lifecycle,
+            queue=self.queue,
+            streams=self.streams,
+            max_attempts=settings.max_attempts,
+        )
+        self.dead_letters = (
+            DeadLetters(
+                dlq=JobQueue(sqs=sqs, queue_url=dlq_url),
+                jobs=self.queue,
+                lifecycle=self.lifecycle,
+                give_up=self.endings.give_up,
+                max_attempts=settings.max_attempts,
+                interval=settings.dead_letter_check_seconds,
+                clock=clock,
+            )
+            if dlq_url
+            else None
         )
         self.intake = Intake(
             self.queue,
@@ -75,15 +102,21 @@ class QueueConsumer:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        # No claim before this worker holds a lease: a job leased to a worker without one is
+        # free for any other to take.
+        if not (await self.leases.beat()).renewed:
+            raise HeadraceError("could not take this worker's lease")
         background = [
             asyncio.create_task(runner.serve(), name=f"runner-{name}")
             for name, runner in self.runners.items()
         ]
-        background.append(asyncio.create_task(self.leases.keep_alive(), name="heartbeat"))
+        heartbeat = asyncio.create_task(self.leases.keep_alive(), name="heartbeat")
         background.append(
             asyncio.create_task(self.streams.subscriber_watch.run(), name="subscriber-watch")
         )
         background.append(asyncio.create_task(self.presence.announce(), name="presence"))
+        if self.dead_letters is not None:
+            background.append(asyncio.create_task(self.dead_letters.run(), name="dead-letters"))
         self.intake.start()
         logger.info(
             "worker ready", extra={"worker_id": self.worker_id, "capacity": self.intake.capacity}
@@ -93,6 +126,8 @@ class QueueConsumer:
         finally:
             logger.info("worker stopping", extra={"in_flight": self.intake.in_flight})
             await self.intake.stop(grace=self.settings.shutdown_grace_seconds)
+            heartbeat.cancel()  # before the lease ends: no beat may take it again
+            await asyncio.gather(heartbeat, return_exceptions=True)
             await self.leases.release_all()
             await self.presence.withdraw()
             for task in background:
@@ -137,61 +172,107 @@ class QueueConsumer:
         received_at: float,
         arrival: Arrival,
     ) -> None:
-        runner = self.runners[job.model]
-        with arrival:  # the scheduler holds its batch while jobs are on their way
-            record = await self.lifecycle.claim(job)
-            if isinstance(record, NotClaimed):
-                if record.retry_in is None:
-                    await self.queue.delete(receipt)
-                else:
-                    await self.queue.set_visibility(receipt, record.retry_in)
-                return
-            # The message's visibility runs from its receipt, the lease from the claim.
-            visible_at = received_at + self.settings.visibility_timeout_seconds
-            lapses_at = min(visible_at, record.lease_expires_at or visible_at)
-            self.leases.hold(receipt, job.request_id, lapses_at)
-            publisher, resume = await self.streams.open(job, record)
+        claim = await self.lifecycle.claim(job)
+        if isinstance(claim, NotClaimed):
+            arrival.done()
+            if claim.retry_in is None:
+                await self.queue.delete(receipt)
+            else:
+                await self.queue.set_visibility(receipt, claim.retry_in)
+            return
+        record = claim.record if isinstance(claim, ToEnd) else claim
+        visible_at = received_at + self.settings.visibility_timeout_seconds
+        self.leases.hold(receipt, record, visible_at, attempt=not isinstance(claim, ToEnd))
+        try:
+            opened = await self.streams.open(job, record)
+            if isinstance(claim, ToEnd) or opened.ended is not None:
+                arrival.done()
+                reason = claim.reason if isinstance(claim, ToEnd) else ""
+                await self.endings.end_unrun(record, receipt, opened, reason)
+            else:
+                await self._decode(
+                    job, record, receipt, receive_count, received_at, opened, arrival
+                )
+        except asyncio.CancelledError:
+            raise  # shutdown: the message stays held and run() hands the job back
+        except LeaseLost as e:
+            logger.warning("%s; this worker writes nothing more of the job", e.detail)
+        except HeadraceError as e:
+            logger.error("could not run the job, handing it back: %s", e.detail)
+            await self._hand_back(record, receipt)
+        self.leases.drop(receipt)
+        self.lifecycle.forget(job.request_id)
+
+    async def _decode(
+        self,
+        job: JobMessage,
+        record: JobRecord,
+        receipt: str,
+        receive_count: int,
+        received_at: float,
+        opened: OpenedStream,
+        arrival: Arrival,
+    ) -> None:
+        publisher = opened.publisher
         logger.info(
             "decoding",
             extra={
                 "attempt": record.attempts,
                 "model": job.model,
                 "receive_count": receive_count,
-                "resumed_tokens": len(resume.token_ids) if resume else 0,
+                "resumed_tokens": len(opened.resume.token_ids) if opened.resume else 0,
             },
         )
         watch = Watch(ProgressSignal(asyncio.get_running_loop()))
         following = asyncio.create_task(publisher.follow(watch))
+        decoding = asyncio.create_task(self._complete(job, watch, opened, arrival))
         try:
-            decoded = await runner.complete(job.request_id, job.request, watch=watch, resume=resume)
+            await asyncio.wait({decoding, following}, return_when=asyncio.FIRST_EXCEPTION)
+            if _lost(following):
+                decoding.cancel()  # the job is another worker's now: stop decoding it
+                following.result()  # raises LeaseLost
+            try:
+                decoded = await decoding
+            except DecodeFailed as e:
+                following.cancel()
+                await self.endings.decode_failed(record, receipt, publisher, e)
+                return
             try:
                 await following  # the last event is stored and posted before the job is final
+            except LeaseLost:
+                raise
             except HeadraceError as e:
                 logger.warning("streaming failed; the result is stored all the same: %s", e.detail)
-        except DecodeFailed as e:
-            following.cancel()
-            self.leases.drop(receipt)
-            if receive_count >= self.settings.max_receive_count:
-                await publisher.fail(e.detail)
-            await self._fail_or_retry(job, receipt, receive_count, e.detail)
-            return
-        except BaseException:
-            following.cancel()
-            raise  # shutdown: the message stays held and run() releases it
-        self.leases.drop(receipt)
-        subscriptions = await self._succeed(job, receipt, decoded, received_at)
-        await publisher.sweep(subscriptions)
+        finally:
+            for task in (following, decoding):
+                task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # seen: what it raised is handled above or moot now
+        await self._succeed(record, receipt, decoded, job.submitted_at, received_at, publisher)
+
+    async def _complete(
+        self, job: JobMessage, watch: Watch, opened: OpenedStream, arrival: Arrival
+    ) -> Decoded:
+        # On its way until the very step that hands it to the scheduler: never neither.
+        arrival.done()
+        runner = self.runners[job.model]
+        return await runner.complete(job.request_id, job.request, watch=watch, resume=opened.resume)
 
     async def _succeed(
-        self, job: JobMessage, receipt: str, decoded: Decoded, received_at: float
-    ) -> int | None:
-        """Store the result and delete the message; the job's subscription count as stored."""
+        self,
+        record: JobRecord,
+        receipt: str,
+        decoded: Decoded,
+        submitted_at: float,
+        received_at: float,
+        publisher: StreamPublisher,
+    ) -> None:
+        """Store the result, delete the message, deliver to late subscribers."""
         output = decoded.output
-        stored = await self.lifecycle.succeed(job.request_id, output)
+        stored = await self.lifecycle.succeed(record, output)
         if stored is None:
-            # Our lease lapsed and another worker owns the job now: its result stands.
-            logger.warning("lease lost before the result was stored; discarding this result")
-            return None
+            # Another worker owns the job now: its result stands.
+            raise LeaseLost("lease lost before the result was stored; discarding this result")
         await self.queue.delete(receipt)
         finished_at = self.clock()
         first = decoded.first_token_at
@@ -200,28 +281,24 @@ class QueueConsumer:
             extra={
                 "completion_tokens": output.num_completion_tokens,
                 "prompt_tokens": output.num_prompt_tokens,
-                "submit_to_first_token_ms": _ms(first - job.submitted_at) if first else None,
+                "submit_to_first_token_ms": _ms(first - submitted_at) if first else None,
                 "receive_to_first_token_ms": _ms(first - received_at) if first else None,
-                "submit_to_done_ms": _ms(finished_at - job.submitted_at),
+                "submit_to_done_ms": _ms(finished_at - submitted_at),
             },
         )
-        return stored.subscriptions
+        await publisher.sweep(stored.subscriptions)
 
-    async def _fail_or_retry(
-        self, job: JobMessage, receipt: str, receive_count: int, reason: str
-    ) -> None:
-        if receive_count >= self.settings.max_receive_count:
-            logger.error("job failed for good", extra={"receive_count": receive_count})
-            error = JobError(
-                message=f"failed after {receive_count} attempts: {reason}", type="decode_failed"
-            )
-            await self.lifecycle.fail(job.request_id, error)
-            # The message itself goes on to the dead-letter queue by redrive.
-            await self.queue.set_visibility(receipt, 0)
-            return
-        logger.warning("job failed, releasing it for another attempt: %s", reason)
-        await self.lifecycle.release(job.request_id)
+    async def _hand_back(self, record: JobRecord, receipt: str) -> None:
+        """Back to QUEUED, message visible at once: another worker (or this one) tries again."""
+        try:
+            await self.lifecycle.release(record)
+        except HeadraceError as e:
+            logger.warning("could not hand the job back: %s", e.detail)
         await self.queue.set_visibility(receipt, 0)
+
+
+def _lost(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and isinstance(task.exception(), LeaseLost)
 
 
 def _ms(seconds: float) -> float:

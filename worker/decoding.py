@@ -17,12 +17,21 @@ from headrace.core.errors import ModelLoadError
 from worker.engine import SamplingParams, Step
 from worker.progress import Progress
 
+# Below this a temperature samples like greedy decoding, its limit at 0; near float32's
+# smallest (1e-40) CTranslate2 overflowed the scaled scores and ended items at once.
+MIN_SAMPLING_TEMPERATURE = 1e-6
 
-def sampling_params(request: CompletionRequest) -> SamplingParams:
-    """LLM Engine semantics: temperature 0 is greedy; top_k -1 or None means no top-k cut."""
-    if request.temperature == 0:
+
+def sampling_params(
+    request: CompletionRequest, vocabulary_size: int | None = None
+) -> SamplingParams:
+    """LLM Engine semantics: temperature 0 is greedy; top_k -1 or None means no top-k cut, and so
+    does one at or above the vocabulary's size (CTranslate2 refuses it rather than keep all)."""
+    if request.temperature < MIN_SAMPLING_TEMPERATURE:
         return SamplingParams(top_k=1, top_p=1.0, temperature=1.0)
     top_k = request.top_k if request.top_k and request.top_k > 0 else 0
+    if vocabulary_size is not None and top_k >= vocabulary_size:
+        top_k = 0
     return SamplingParams(top_k=top_k, top_p=request.top_p or 1.0, temperature=request.temperature)
 
 
@@ -37,6 +46,7 @@ class TextCodec:
         if eos_id is None:
             raise ModelLoadError(f"end token {eos_token!r} is not in the tokenizer's vocabulary")
         self.eos_id: int = eos_id
+        self.vocabulary_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
 
     @classmethod
     def from_file(cls, path: Path, *, bos_token: str | None, eos_token: str) -> TextCodec:
@@ -140,6 +150,8 @@ class ItemDecoder:
             self.visible_after.append(self.safe_len)
         if self.request.return_token_log_probs:
             self.tokens = list(tokens)
+        if not self.finished and self.num_completion_tokens >= self.request.max_new_tokens:
+            self._finish()  # nothing is left to generate: decoding on would pass the limit
         self._published = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
 
     def _add(self, token_id: int, log_prob: float | None) -> bool:

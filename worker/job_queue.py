@@ -6,6 +6,7 @@ the message shows again later, and a duplicate of a job already final is deleted
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ logger = logging.getLogger("headrace.worker")
 RECEIVE_LIMIT = 10  # messages a ReceiveMessage may return
 VISIBILITY_BATCH_LIMIT = 10  # entries a ChangeMessageVisibilityBatch may carry
 MAX_VISIBILITY_S = 43_200  # the longest SQS keeps a message out of sight (12 hours)
+MAX_DELAY_S = 900  # the longest SQS delays a message sent (15 minutes)
 
 
 class JobQueue:
@@ -25,17 +27,31 @@ class JobQueue:
         self.queue_url = queue_url
         self.aws = aws
 
-    async def receive(self, *, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
-        """Long-poll for up to `max_messages`; raises HeadraceError if the poll fails."""
+    async def receive(
+        self, *, max_messages: int, wait_seconds: int, hide_seconds: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Long-poll for up to `max_messages` (out of sight for `hide_seconds`; None: the
+        queue's visibility timeout); raises HeadraceError if the poll fails."""
+        hidden = {} if hide_seconds is None else {"VisibilityTimeout": hide_seconds}
         response = await self.aws(
             self.sqs.receive_message,
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(RECEIVE_LIMIT, max_messages),
             WaitTimeSeconds=wait_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            **hidden,
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
+
+    async def send(self, body: str, *, delay_seconds: int = 0) -> None:
+        """Enqueue a message; raises HeadraceError if it could not be sent."""
+        await self.aws(
+            self.sqs.send_message,
+            QueueUrl=self.queue_url,
+            MessageBody=body,
+            DelaySeconds=max(0, min(delay_seconds, MAX_DELAY_S)),
+        )
 
     async def delete(self, receipt: str) -> None:
         try:
@@ -57,25 +73,29 @@ class JobQueue:
             logger.warning("could not change message visibility: %s", e.detail)
 
     async def extend_visibility(self, receipts: list[str], seconds: int) -> dict[str, str]:
-        """Keep the messages out of sight `seconds` from now, ten a call; the receipts that
-        could not be extended, with the reason SQS gave."""
+        """Keep the messages out of sight `seconds` from now, ten a call, the calls at once;
+        the receipts that could not be extended, with the reason SQS gave."""
+        batches = [
+            receipts[start : start + VISIBILITY_BATCH_LIMIT]
+            for start in range(0, len(receipts), VISIBILITY_BATCH_LIMIT)
+        ]
         failed: dict[str, str] = {}
-        for start in range(0, len(receipts), VISIBILITY_BATCH_LIMIT):
-            batch = receipts[start : start + VISIBILITY_BATCH_LIMIT]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": seconds}
-                for i, receipt in enumerate(batch)
-            ]
-            try:
-                answer = await self.aws(
-                    self.sqs.change_message_visibility_batch,
-                    QueueUrl=self.queue_url,
-                    Entries=entries,
-                )
-            except HeadraceError as e:
-                logger.warning("could not extend message visibility: %s", e.detail)
-                continue
-            for failure in answer.get("Failed", []):
-                reason = failure.get("Message") or failure.get("Code")
-                failed[batch[int(failure["Id"])]] = str(reason)
+        for answer in await asyncio.gather(*(self._extend(b, seconds) for b in batches)):
+            failed.update(answer)
         return failed
+
+    async def _extend(self, batch: list[str], seconds: int) -> dict[str, str]:
+        entries = [
+            {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": seconds}
+            for i, receipt in enumerate(batch)
+        ]
+        try:
+            answer = await self.aws(
+                self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries
+            )
+        except HeadraceError as e:
+            return dict.fromkeys(batch, e.detail)
+        return {
+            batch[int(failure["Id"])]: str(failure.get("Message") or failure.get("Code"))
+            for failure in answer.get("Failed", [])
+        }

@@ -1,27 +1,39 @@
-"""A job's record in one worker's hands: claim, extend the lease, finish, release.
+"""A job's record in one worker's hands: claim, finish, release; and this worker's own lease.
 
-Every move is a conditional write (headrace.core.tables.jobs): a claim wins only a job that no
-live worker holds, and the others only while this worker holds the lease, so a worker whose
-lease lapsed can never overwrite the result of the one that took the job over. A write whose
-condition fails means the job is not (or no longer) this worker's; `_write` is the one place
-that turns that into an answer rather than an error.
+Every move is a conditional write (headrace.core.tables.leases). A claim wins only a job that
+has attempts left and that no live worker holds, and raises the job's epoch; every later write
+holds only while this worker still leases the job in that epoch, so a worker whose job was
+taken over can never overwrite what the new owner writes. A job is leased while its worker's
+own lease lasts (`renew_lease`, once per heartbeat), so a worker keeps all its jobs with one
+write. A write whose condition fails means the job is not (or no longer) this worker's;
+`_write` is the one place that turns that into an answer rather than an error.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from headrace.core.aws_calls import AwsCall, call_aws_async
-from headrace.core.contracts import CompletionOutput, JobError, JobMessage
-from headrace.core.errors import ConditionFailed
+from headrace.core.contracts import CompletionOutput, JobError, JobMessage, JobStatus
+from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.settings import Settings
 from headrace.core.tables import jobs as job_table
+from headrace.core.tables import leases as lease_table
 from headrace.core.tables.jobs import JobRecord
 
 logger = logging.getLogger("headrace.worker")
+
+
+def attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+class LeaseLost(HeadraceError):
+    """The job is no longer this worker's: a newer claim fenced this one out."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +45,17 @@ class NotClaimed:
 
 
 @dataclass(frozen=True)
+class ToEnd:
+    """The job has no attempts left; this worker leases it (in a new epoch) only to end it:
+    FAILED with `reason`, unless its stored stream shows it ended already."""
+
+    record: JobRecord
+    reason: str
+
+
+@dataclass(frozen=True)
 class Stored:
-    """A result stored; the job's subscription count as that final write left it."""
+    """A final state stored; the job's subscription count as that final write left it."""
 
     subscriptions: int | None
 
@@ -51,76 +72,149 @@ class JobLifecycle:
     ) -> None:
         self.settings = settings
         self.table = settings.table_name
+        self.max_attempts = settings.max_attempts
         self.dynamodb = dynamodb
         self.worker_id = worker_id
         self.clock = clock
         self.aws = aws
+        self._mine: set[str] = set()  # jobs this worker claimed and has not let go of yet
 
-    async def claim(self, job: JobMessage) -> JobRecord | NotClaimed:
-        """RUNNING and leased to this worker (its record as the claim left it), or why not."""
-        now = self.clock()
-        lease_seconds = self.settings.visibility_timeout_seconds
+    # ---- claiming ---------------------------------------------------------------------------
+
+    async def claim(self, job: JobMessage) -> JobRecord | ToEnd | NotClaimed:
+        """Leased to this worker for a new attempt (its record as the claim left it), leased
+        only to end it (ToEnd), or why not."""
         claimed = await self._write(
-            job_table.claim_recorded_job(
+            lease_table.claim_recorded_job(
                 self.table,
                 request_id=job.request_id,
                 worker_id=self.worker_id,
-                now=now,
-                lease_seconds=lease_seconds,
+                now=self.clock(),
+                max_attempts=self.max_attempts,
             )
         )
         if claimed is not None:
-            return JobRecord.from_item(claimed["Attributes"])
-        found = await self.aws(
-            self.dynamodb.get_item, **job_table.get_job(self.table, job.request_id)
-        )
-        if "Item" not in found:
-            # Event-driven submits enqueue without a record: the claim writes it.
-            claimed = await self._write(
-                job_table.claim_job(
-                    self.table,
-                    request_id=job.request_id,
-                    owner=job.owner,
-                    model=job.model,
-                    request=job.request,
-                    worker_id=self.worker_id,
-                    now=now,
-                    lease_seconds=lease_seconds,
-                    ttl_seconds=self.settings.job_ttl_seconds,
-                )
+            return self._took(claimed)
+        record = await self.read(job.request_id)
+        if record is not None:
+            return await self._claim_held(record)
+        # Event-driven submits enqueue without a record: the claim writes it.
+        claimed = await self._write(
+            lease_table.claim_job(
+                self.table,
+                request_id=job.request_id,
+                owner=job.owner,
+                model=job.model,
+                request=job.request,
+                worker_id=self.worker_id,
+                now=self.clock(),
+                max_attempts=self.max_attempts,
+                ttl_seconds=self.settings.job_ttl_seconds,
             )
-            if claimed is None:  # another worker wrote it first: see whose it is shortly
-                return NotClaimed(retry_in=1)
-            return JobRecord.from_item(claimed["Attributes"])
-        record = JobRecord.from_item(found["Item"])
+        )
+        if claimed is None:  # another worker wrote it first: see whose it is shortly
+            return NotClaimed(retry_in=1)
+        return self._took(claimed)
+
+    async def _claim_held(self, record: JobRecord) -> JobRecord | ToEnd | NotClaimed:
+        """The claim of a job that is not simply waiting: final, running, or out of attempts."""
         if record.status.is_final:
             logger.info("duplicate delivery of a finished job; deleting the message")
             return NotClaimed(retry_in=None)
-        if record.lease_expires_at:
-            logger.info(
-                "job is leased by another worker", extra={"lease_owner": record.lease_owner}
-            )
-            # Come back just after that lease would lapse.
-            return NotClaimed(retry_in=max(1, int(record.lease_expires_at - self.clock()) + 1))
-        return NotClaimed(retry_in=0)
+        if record.status is JobStatus.RUNNING and record.lease_owner == self.worker_id:
+            if record.request_id in self._mine:
+                logger.info("duplicate delivery of a job this worker runs")
+                return NotClaimed(retry_in=self.settings.visibility_timeout_seconds)
+            # Our own claim, whose answer was lost (its retry found the job taken): ours.
+            self._mine.add(record.request_id)
+            return record
+        if record.status is JobStatus.RUNNING:
+            until = await self.lease_of(record.lease_owner)
+            if until > self.clock():
+                # Come back once that lease would lapse; this receive spends no attempt.
+                logger.info(
+                    "job is leased by another worker", extra={"lease_owner": record.lease_owner}
+                )
+                return NotClaimed(retry_in=max(1, math.ceil(until - self.clock()) + 1))
+        elif record.attempts < self.max_attempts:
+            return NotClaimed(retry_in=1)  # QUEUED again: a claim raced ours
+        attempt = record.attempts < self.max_attempts
+        took = await self.take_over(record, attempt=attempt)
+        if took is None:
+            return NotClaimed(retry_in=1)
+        if attempt:
+            logger.info("took over a job whose worker was lost", extra={"from": record.lease_owner})
+            return took
+        lost = "worker lost" if record.status is JobStatus.RUNNING else "handed back"
+        return ToEnd(took, f"gave up after {attempts(record.attempts)}: {lost}")
 
-    async def extend(self, request_id: str, until: float) -> bool:
-        """Lease the job to this worker until `until`; False if it is no longer this worker's."""
-        update = job_table.extend_lease(
-            self.table, request_id=request_id, worker_id=self.worker_id, until=until
+    async def take_over(self, record: JobRecord, *, attempt: bool) -> JobRecord | None:
+        """Lease the job, still as `record` shows it, to this worker in the next epoch: for a new
+        attempt, or (attempt False) only to end it. None if it changed meanwhile."""
+        update = lease_table.take_over_job(
+            self.table, record=record, worker_id=self.worker_id, now=self.clock(), attempt=attempt
         )
-        return await self._write(update) is not None
+        took = await self._write(update)
+        return self._took(took) if took is not None else None
 
-    async def succeed(self, request_id: str, output: CompletionOutput) -> Stored | None:
+    def _took(self, answer: dict[str, Any]) -> JobRecord:
+        record = JobRecord.from_item(answer["Attributes"])
+        self._mine.add(record.request_id)
+        return record
+
+    def forget(self, request_id: str) -> None:
+        """This worker is done with the job (ended, released or lost)."""
+        self._mine.discard(request_id)
+
+    async def read(self, request_id: str) -> JobRecord | None:
+        found = await self.aws(self.dynamodb.get_item, **job_table.get_job(self.table, request_id))
+        return JobRecord.from_item(found["Item"]) if "Item" in found else None
+
+    async def lease_of(self, worker_id: str | None) -> float:
+        """Until when a worker's lease holds (0: it has none, or there is no worker)."""
+        if worker_id is None:
+            return 0.0
+        found = await self.aws(
+            self.dynamodb.get_item, **lease_table.get_worker_lease(self.table, worker_id)
+        )
+        return lease_table.alive_until(found.get("Item"))
+
+    # ---- this worker's lease ----------------------------------------------------------------
+
+    async def renew_lease(self, until: float) -> None:
+        """This worker, and so every job it leases, is alive until `until`."""
+        await self.aws(
+            self.dynamodb.put_item,
+            **lease_table.renew_worker_lease(self.table, worker_id=self.worker_id, until=until),
+        )
+
+    async def end_lease(self) -> None:
+        """At shutdown, once every job is handed back: what is left is free to take at once."""
+        await self.aws(
+            self.dynamodb.delete_item,
+            **lease_table.end_worker_lease(self.table, worker_id=self.worker_id),
+        )
+
+    # ---- ending -----------------------------------------------------------------------------
+
+    async def succeed(self, record: JobRecord, output: CompletionOutput) -> Stored | None:
         """The result stored and the job SUCCEEDED; None if the lease was lost (the worker
         that owns the job now stores its own result)."""
+        return await self._finish(record, output=output.to_wire())
+
+    async def fail(self, record: JobRecord, error: JobError) -> Stored | None:
+        """The job FAILED for good; None if the lease was lost."""
+        return await self._finish(record, error=error)
+
+    async def _finish(self, record: JobRecord, **final: Any) -> Stored | None:
         answer = await self._write(
-            job_table.finish_job(
+            lease_table.finish_job(
                 self.table,
-                request_id=request_id,
+                request_id=record.request_id,
                 worker_id=self.worker_id,
+                epoch=record.epoch,
                 now=self.clock(),
-                output=output.to_wire(),
+                **final,
             )
         )
         if answer is None:
@@ -128,23 +222,38 @@ class JobLifecycle:
         count = answer.get("Attributes", {}).get("subscriptions")
         return Stored(subscriptions=int(count["N"]) if count else None)
 
-    async def fail(self, request_id: str, error: JobError) -> bool:
-        """The job FAILED for good; False if the lease was lost."""
-        update = job_table.finish_job(
+    async def release(self, record: JobRecord, *, refund: bool = False) -> bool:
+        """Back to QUEUED for another attempt (`refund`: this one does not count); False if the
+        lease was lost."""
+        update = lease_table.release_job(
             self.table,
-            request_id=request_id,
+            request_id=record.request_id,
             worker_id=self.worker_id,
+            epoch=record.epoch,
             now=self.clock(),
-            error=error,
+            refund=refund,
         )
         return await self._write(update) is not None
 
-    async def release(self, request_id: str) -> bool:
-        """Back to QUEUED for another attempt; False if the lease was lost."""
-        update = job_table.release_job(
-            self.table, request_id=request_id, worker_id=self.worker_id, now=self.clock()
-        )
+    async def count_redrive(self, record: JobRecord) -> bool:
+        """+1 on the job's returns from the dead-letter queue; False if the job changed."""
+        update = lease_table.count_redrive(self.table, record=record, now=self.clock())
         return await self._write(update) is not None
+
+    async def fail_unrecorded(self, job: JobMessage, error: JobError) -> bool:
+        """A FAILED record for a job no worker ever claimed; False if it has a record now."""
+        put = lease_table.fail_unrecorded_job(
+            self.table,
+            job=job,
+            error=error,
+            now=self.clock(),
+            ttl_seconds=self.settings.job_ttl_seconds,
+        )
+        try:
+            await self.aws(self.dynamodb.put_item, **put)
+        except ConditionFailed:
+            return False
+        return True
 
     async def _write(self, update: dict[str, Any]) -> dict[str, Any] | None:
         """The conditional update's answer; None if its condition failed."""

@@ -1,8 +1,10 @@
 """A job's stream: decoder progress -> numbered events -> DynamoDB chunks -> WebSocket posts.
 
 Tokens are coalesced (by time and size) into events with increasing `seq`. Every event is
-stored before it is posted, so a client that reconnects can `subscribe` from any seq and
-replay what it missed. A connection that answers 410 Gone is dropped; decoding goes on.
+committed under the job's lease, then stored, before it is posted, so a client that reconnects
+can `subscribe` from any seq and replay what it missed, and a worker whose job was taken over
+posts nothing it could not commit (it stops with LeaseLost). A connection that answers 410
+Gone is dropped; decoding goes on.
 Chunks go through the worker's shared `ChunkWriter`, and new subscribers are found through its
 `SubscriberWatch` (worker/stream_store.py), not by each job on its own.
 """
@@ -21,7 +23,7 @@ from headrace.core.contracts import StreamEvent, StreamOutput, TokenOutput
 from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
 from worker.progress import Progress, Watch
-from worker.stream_store import ChunkWriter, SubscriberWatch
+from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
 
@@ -76,6 +78,7 @@ class StreamPublisher:
     dynamodb: Any
     post: Post
     writer: ChunkWriter
+    fence: StreamFence  # every flush is committed there first
     # One event per token, each with its log prob (LLM Engine's stream shape when the request
     # asks for log probs); otherwise events coalesce tokens.
     event_per_token: bool = False
@@ -240,6 +243,11 @@ class StreamPublisher:
             token_ids,
         )
 
+    async def catch_up(self) -> None:
+        """Deliver every stored event to every subscriber (a job ended by an earlier attempt's
+        stream: that attempt's worker may not have posted its last events)."""
+        await self._deliver(refresh=True)
+
     async def fail(self, message: str, status_code: int = 500) -> None:
         """End the stream with one error event (a failure after streaming began)."""
         if self._finished:
@@ -262,8 +270,10 @@ class StreamPublisher:
                 event=event,
                 token_ids=token_ids,
                 expires_at=self.settings.expires_at,
+                epoch=self.fence.epoch,
             )["Item"]
             items.append(item)
+        await self.fence.commit(items)
         await self.writer.put(items)
 
     # ---- delivering -------------------------------------------------------------------------

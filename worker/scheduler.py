@@ -52,6 +52,13 @@ class DecodeFailed(HeadraceError):
     """The engine failed on a batch (not the request's fault as far as we can tell)."""
 
 
+class RequestRefused(DecodeFailed):
+    """The request cannot run on this model (JobError type "invalid_request"): every attempt
+    would refuse it alike, so it fails at once, before it takes a place in a batch."""
+
+    status_code = 400
+
+
 @dataclass(frozen=True)
 class Decoded:
     output: CompletionOutput
@@ -102,7 +109,7 @@ class _Pending:
     params: SamplingParams = field(init=False)
 
     def __post_init__(self) -> None:
-        self.params = sampling_params(self.request)
+        self.params = sampling_params(self.request, self.decoder.codec.vocabulary_size)
 
     @property
     def remaining_tokens(self) -> int:
@@ -165,12 +172,26 @@ class ModelRunner:
     ) -> Decoded:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
         prompt = self.codec.prompt_tokens(request.prompt)
+        # Only here are the prompt's tokens known; the API bounds its bytes alone.
+        needed = len(prompt) + request.max_new_tokens
+        if needed > self.engine.max_context_tokens:
+            raise RequestRefused(
+                f"prompt: {len(prompt)} tokens and max_new_tokens {request.max_new_tokens}"
+                f" make {needed}, over the model's context of"
+                f" {self.engine.max_context_tokens} tokens"
+            )
         decoder = ItemDecoder(self.codec, request, len(prompt))
         if resume is not None:
             decoder.resume(resume.token_ids, resume.tokens)
             prompt += [self.codec.token(i) for i in resume.token_ids]
         if watch is not None:
             watch.source = decoder
+        if decoder.finished:  # resumed with all its tokens: there is nothing left to decode
+            if watch is not None:
+                watch.started.set()
+                watch.signal.notify()
+                watch.ended.set()
+            return Decoded(decoder.finish(), decoder.first_token_at)
         self._last_arrival = asyncio.get_running_loop().time()
         self._pending.append(
             _Pending(request_id, request, future, prompt, decoder, self._last_arrival, watch)
@@ -295,6 +316,8 @@ class ModelRunner:
             # Runs on a CTranslate2 thread. An exception here would abort the whole batch,
             # so a failing item is stopped and failed alone.
             pending = batch[step.index]
+            if pending.future.cancelled():  # its caller let go of it (e.g. lost the lease)
+                return True
             try:
                 stop = pending.decoder.on_step(step)
                 if pending.watch is not None:

@@ -1,4 +1,10 @@
-"""Opening a job's stream: a new one, or, for a retried job, the one an earlier attempt began.
+"""Opening a job's stream: a new one, or, for a retried job, the one earlier attempts began.
+
+A retry takes the stream over for its lease epoch first (worker/stream_store.py StreamFence):
+from then on the worker of an earlier attempt can add nothing, so what the retry reads is all
+there will be of the earlier attempts. It stores the last flush they committed, if they did not,
+and continues after it: the same seqs, one text. A stream that ended (its last event is stored)
+ended the job: the retry decodes nothing and stores what the stream says.
 
 Every stream of a worker shares its flush budget, chunk writer and subscriber watch, so they
 are made once here and handed to each job's publisher.
@@ -7,16 +13,36 @@ are made once here and handed to each job's publisher.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from headrace.core.aws_calls import AwsCall, call_aws_async
-from headrace.core.contracts import JobMessage
+from headrace.core.contracts import CompletionOutput, JobMessage, StreamEvent
+from headrace.core.errors import HeadraceError
 from headrace.core.settings import Settings
 from headrace.core.tables import streams as stream_table
-from headrace.core.tables.jobs import JobRecord
+from headrace.core.tables.jobs import Item, JobRecord
 from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
 from worker.scheduler import Resume
-from worker.stream_store import ChunkWriter, SubscriberWatch
+from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
+
+
+@dataclass(frozen=True)
+class OpenedStream:
+    publisher: StreamPublisher
+    resume: Resume | None  # what the decoder continues after (None: from the start)
+    ended: StreamEvent | None  # the stream's last event, if earlier attempts stored it
+
+    def output(self) -> CompletionOutput:
+        """The result an ended stream shows (its last event finished, not failed)."""
+        assert self.ended is not None and self.ended.output is not None
+        events = [e.output for e in self.publisher.events if e.output is not None]
+        return CompletionOutput(
+            text="".join(e.text for e in events),
+            num_prompt_tokens=self.ended.output.num_prompt_tokens,
+            num_completion_tokens=self.ended.output.num_completion_tokens or 0,
+            tokens=[e.token for e in events if e.token] if self.publisher.event_per_token else None,
+        )
 
 
 class StreamOpener:
@@ -45,19 +71,27 @@ class StreamOpener:
             interval=settings.subscriber_check_ms / 1000,
         )
 
-    async def open(
-        self, job: JobMessage, record: JobRecord
-    ) -> tuple[StreamPublisher, Resume | None]:
-        """The job's publisher, and what the decoder resumes from (None: from the start)."""
+    async def open(self, job: JobMessage, record: JobRecord) -> OpenedStream:
+        """The job's stream for this worker's lease epoch. Raises LeaseLost if a later epoch
+        took the stream over first."""
         settings = self.settings
+        expires_at = int(self.clock()) + settings.job_ttl_seconds
+        fence = StreamFence(
+            table=settings.table_name,
+            request_id=job.request_id,
+            epoch=record.epoch,
+            dynamodb=self.dynamodb,
+            aws=self.aws,
+            expires_at=expires_at,
+        )
         kwargs: dict[str, Any] = {
             "request_id": job.request_id,
-            "attacher": f"{self.worker_id}#{record.attempts}",
+            "attacher": f"{self.worker_id}#{record.epoch}",
             "settings": StreamSettings(
                 table=settings.table_name,
                 flush_interval=settings.stream_flush_ms / 1000,
                 unfollowed_flush_interval=settings.stream_unfollowed_flush_ms / 1000,
-                expires_at=int(self.clock()) + settings.job_ttl_seconds,
+                expires_at=expires_at,
                 load=self._load,
                 subscribers=self.subscriber_watch,
             ),
@@ -65,32 +99,44 @@ class StreamOpener:
             "dynamodb": self.dynamodb,
             "post": self.post,
             "writer": self._writer,
+            "fence": fence,
             "event_per_token": bool(job.request.return_token_log_probs),
         }
-        chunks = await self._earlier_chunks(job, record)
+        # Epoch 1 is the job's first claim: no stream can exist yet.
+        chunks = await self._take_over(fence) if record.epoch > 1 else []
+        publisher = StreamPublisher.resumed(chunks, **kwargs)
+        publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
+        if chunks and chunks[-1].event.is_last:
+            return OpenedStream(publisher, None, chunks[-1].event)
         resume = None
         if chunks:
-            publisher = StreamPublisher.resumed(chunks, **kwargs)
             resume = Resume(
                 token_ids=[i for c in chunks for i in c.token_ids],
                 tokens=[
                     c.event.output.token for c in chunks if c.event.output and c.event.output.token
                 ],
             )
-        else:
-            publisher = StreamPublisher(**kwargs)
-        publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
-        return publisher, resume
+        return OpenedStream(publisher, resume, None)
 
-    async def _earlier_chunks(
-        self, job: JobMessage, record: JobRecord
-    ) -> list[stream_table.StoredChunk]:
-        """What earlier attempts stored, so a retry continues their stream as one text."""
-        if record.attempts <= 1:
-            return []
-        answer = await self.aws(
-            self.dynamodb.query,
-            **stream_table.query_chunks(self.settings.table_name, job.request_id),
-        )
-        chunks = [stream_table.StoredChunk.from_item(item) for item in answer.get("Items", [])]
-        return [c for c in chunks if c.event.error is None]
+    async def _take_over(self, fence: StreamFence) -> list[stream_table.StoredChunk]:
+        """What earlier attempts committed, every chunk of it stored."""
+        head = await fence.open()
+        stored = await self._stored_items(fence.request_id)
+        missing = [i for i in head.tail if stream_table.chunk_seq(i) not in stored]
+        if missing:
+            await self._writer.put(missing)
+            stored.update((stream_table.chunk_seq(i), i) for i in missing)
+        gaps = [seq for seq in range(head.next_seq) if seq not in stored]
+        if gaps:
+            raise HeadraceError(f"the stored stream lacks seq {gaps[0]} of {head.next_seq}")
+        return [stream_table.StoredChunk.from_item(stored[s]) for s in range(head.next_seq)]
+
+    async def _stored_items(self, request_id: str) -> dict[int, Item]:
+        query = stream_table.query_chunks(self.settings.table_name, request_id)
+        stored: dict[int, Item] = {}
+        while True:
+            answer = await self.aws(self.dynamodb.query, **query)
+            stored.update((stream_table.chunk_seq(i), i) for i in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return stored
+            query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]

@@ -1,8 +1,15 @@
-"""The DynamoDB traffic that all of a worker's streams share: one writer, one subscriber watch.
+"""A stream's DynamoDB traffic: the fence each flush passes first, then the chunk writer and the
+subscriber watch that all of a worker's streams share.
 
-Per job, a stream would cost a BatchWriteItem per flush and a Query per subscriber check. With
-dozens of jobs decoding at once those calls add up (and locally every one of them is CPU taken
-from the decoder), so the worker pools them:
+- `StreamFence` commits each flush of one job's stream to the stream's head item, conditional on
+  the writer's lease epoch and the next seq (headrace.core.tables.streams): a worker whose job
+  was taken over commits nothing, and no seq is committed twice. Only then are the chunks
+  stored as items: every chunk item holds what its seq was committed as, whoever stores it.
+
+The fence is one conditional write per flush of each job (a BatchWriteItem carries no
+condition). The rest would cost a BatchWriteItem per flush and a Query per subscriber check
+per job; with dozens of jobs decoding at once those calls add up (and locally every one of them
+is CPU taken from the decoder), so the worker pools them:
 
 - `ChunkWriter` is a group commit: chunks put while a write is in flight go out together in
   the next BatchWriteItem (25 items a call), and each caller returns once its chunks are stored.
@@ -14,19 +21,100 @@ from the decoder), so the worker pools them:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from headrace.core.aws_calls import AwsCall
-from headrace.core.errors import HeadraceError
+from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import Item
+from worker.lifecycle import LeaseLost
 
 logger = logging.getLogger("headrace.stream")
 
 BATCH_WRITE_LIMIT = 25
 BATCH_GET_LIMIT = 100
 _WRITE_ATTEMPTS = 5
+# A commit carries its chunks in the head item, which DynamoDB limits to 400 KB: a flush bigger
+# than this is committed in parts.
+COMMIT_LIMIT_BYTES = 300_000
+
+
+@dataclass
+class StreamFence:
+    """One job's stream head, as the writer of one lease epoch sees it."""
+
+    table: str
+    request_id: str
+    epoch: int
+    dynamodb: Any
+    aws: AwsCall
+    expires_at: int
+    # The next seq the head holds. None: a first attempt, whose first commit creates the head.
+    committed: int | None = None
+
+    async def open(self) -> stream_table.StreamHead:
+        """Take the stream over for this epoch (a retried job): the head as it was then.
+        Raises LeaseLost if a later epoch took it first."""
+        try:
+            answer = await self.aws(
+                self.dynamodb.update_item,
+                **stream_table.open_stream_head(
+                    self.table,
+                    request_id=self.request_id,
+                    epoch=self.epoch,
+                    expires_at=self.expires_at,
+                ),
+            )
+        except ConditionFailed:
+            raise LeaseLost("a later attempt took the stream over") from None
+        head = stream_table.StreamHead.from_item(answer["Attributes"])
+        self.committed = head.next_seq
+        return head
+
+    async def commit(self, items: list[Item]) -> None:
+        """Commit chunk items, the next seqs in order; raises LeaseLost if the stream is no
+        longer this epoch's."""
+        for part in _parts(items):
+            update = stream_table.commit_flush(
+                self.table,
+                request_id=self.request_id,
+                epoch=self.epoch,
+                from_seq=self.committed,
+                items=part,
+                expires_at=self.expires_at,
+            )
+            try:
+                await self.aws(self.dynamodb.update_item, **update)
+            except ConditionFailed:
+                if not await self._went_through(len(part)):
+                    raise LeaseLost("the stream was taken over by a later attempt") from None
+            self.committed = (self.committed or 0) + len(part)
+
+    async def _went_through(self, count: int) -> bool:
+        """A retried commit whose first try was stored finds its own write: it stands."""
+        found = await self.aws(
+            self.dynamodb.get_item, **stream_table.get_stream_head(self.table, self.request_id)
+        )
+        if "Item" not in found:
+            return False
+        head = stream_table.StreamHead.from_item(found["Item"])
+        return head.epoch == self.epoch and head.next_seq == (self.committed or 0) + count
+
+
+def _parts(items: list[Item]) -> list[list[Item]]:
+    parts: list[list[Item]] = [[]]
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item))
+        if parts[-1] and size + item_size > COMMIT_LIMIT_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += item_size
+    return parts
 
 
 class ChunkWriter:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 
 from headrace.api.services import ApiServices
@@ -17,7 +16,8 @@ _API_KEY_CACHE_SECONDS = 60.0
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
     """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
 
-    `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them).
+    `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them). Basic
+    credentials that are not base64 of UTF-8 are Unauthorized.
     """
     key = headers.get("x-api-key")
     if key:
@@ -27,8 +27,10 @@ def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
         return None
     try:
         decoded = base64.b64decode(credentials, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII str
+        raise Unauthorized(
+            "authorization: basic credentials must be base64 of UTF-8 'KEY:'"
+        ) from None
     return decoded.partition(":")[0] or None
 
 
@@ -36,6 +38,8 @@ def authenticate(services: ApiServices, api_key: str | None) -> str:
     """The owner id (hash of the key) of a known key; Unauthorized otherwise."""
     if not api_key:
         raise Unauthorized("missing API key: send it in the x-api-key header")
+    if not _is_utf8(api_key):  # a lone surrogate, from a `\udcXX` escape in the event
+        raise Unauthorized("unknown API key")
     owner = job_table.hash_api_key(api_key)
     now = services.clock()
     if services._known_keys.get(owner, 0.0) > now:
@@ -49,3 +53,11 @@ def authenticate(services: ApiServices, api_key: str | None) -> str:
         raise Unauthorized("unknown API key")
     services._known_keys[owner] = now + _API_KEY_CACHE_SECONDS
     return owner
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -21,6 +21,11 @@ from headrace.core.settings import Settings
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables.jobs import JobRecord
 
+# SQS takes a message body of at most 256 KiB: a job that does not fit would be recorded and then
+# fail to enqueue (a 503). The prompt is bounded on its own (max_prompt_bytes), the rest of a
+# request (its stop sequences) only by this.
+QUEUE_MESSAGE_LIMIT_BYTES = 256 * 1024
+
 
 def resolve_model(
     services: ApiServices, request: CompletionRequest, query_model: str | None
@@ -77,6 +82,15 @@ def submit(
     request_id = str(uuid.uuid4())
     now = services.clock()
     stored_request = request.model_copy(update={"model": model})
+    message = JobMessage(
+        request_id=request_id, owner=owner, model=model, request=stored_request, submitted_at=now
+    ).model_dump_json()
+    message_bytes = len(message.encode())
+    if message_bytes > QUEUE_MESSAGE_LIMIT_BYTES:
+        raise PayloadTooLarge(
+            f"request: {message_bytes} bytes as a job, over the queue's limit of"
+            f" {QUEUE_MESSAGE_LIMIT_BYTES} (shorten the prompt or stop_sequences)"
+        )
     call_aws(
         services.dynamodb.put_item,
         **job_table.put_new_job(
@@ -91,15 +105,8 @@ def submit(
     )
     if before_enqueue is not None:
         before_enqueue(request_id)
-    message = JobMessage(
-        request_id=request_id, owner=owner, model=model, request=stored_request, submitted_at=now
-    )
     try:
-        call_aws(
-            services.sqs.send_message,
-            QueueUrl=services.queue_url(),
-            MessageBody=message.model_dump_json(),
-        )
+        call_aws(services.sqs.send_message, QueueUrl=services.queue_url(), MessageBody=message)
     except HeadraceError as e:
         # Whatever went wrong (call_aws turns every botocore error into a HeadraceError), the
         # recorded job must not sit in QUEUED with no message.

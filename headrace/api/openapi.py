@@ -55,10 +55,11 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 # buffered Lambda cannot stream, so there the WebSocket API streams instead.
 
 _ERRORS = {
-    400: "A field is invalid or not supported; the detail names it",
+    400: "A field is invalid or not supported, the detail naming it; or (sync route) the worker"
+    " refused the job: its prompt and max_new_tokens overflow the model's context",
     401: "Missing or unknown API key",
     404: "Unknown model, unknown request, or another key's request",
-    413: "The prompt is over HEADRACE_MAX_PROMPT_BYTES",
+    413: "The prompt is over HEADRACE_MAX_PROMPT_BYTES, or the request over 256 KB as a job",
     422: "The body is not JSON",
     429: "Throttled; retry with backoff",
     500: "Internal error, or the job FAILED (sync route)",

@@ -174,7 +174,8 @@ def event_without_stream(record: JobRecord) -> StreamEvent:
             ),
         )
     message = record.error.message if record.error else f"job {record.status.value}"
-    return StreamEvent.failure(record.request_id, 500, message)
+    status = 400 if record.error and record.error.type == "invalid_request" else 500
+    return StreamEvent.failure(record.request_id, status, message)
 
 
 def post_event(services: ApiServices, conn: Connection, event: StreamEvent) -> bool:

@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from headrace.core.logs import configure_logging
 
@@ -40,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         "dev",
         help="start the whole stack locally (AWS endpoint, gateway, worker) and serve completions",
         description="Start moto, create the resources of template.yaml, build and upload the dev "
-        "model, start the local gateway and a worker. Ctrl-C stops everything.",
+        "model, start the local gateway and a worker (replaced if it exits). Ctrl-C stops "
+        "everything.",
     )
     dev.add_argument(
         "--host", default="127.0.0.1", help="address to serve on (default: %(default)s)"
@@ -82,7 +82,6 @@ def _run_gateway(args: argparse.Namespace) -> int:
 
     from headrace.api.openapi import openapi_document
     from headrace.core import routes
-    from headrace.core.contracts import StreamEvent
     from headrace.core.settings import Settings
     from headrace.dev import sse_route
     from headrace.dev.gateway import LocalGateway
@@ -90,19 +89,12 @@ def _run_gateway(args: argparse.Namespace) -> int:
 
     configure_logging(Settings().log_level)
 
-    def oversize_reply(connection_id: str, request_id: str) -> dict[str, Any]:
-        # Headrace's clients read errors as stream error events, the gateway's own included.
-        event = StreamEvent.failure(
-            None, 413, "frame: larger than the 128 KB WebSocket message limit"
-        )
-        return event.model_dump(mode="json")
-
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        websocket = LocalWebSocketApi.from_template(oversize_reply=oversize_reply)
+        websocket = LocalWebSocketApi.from_template()
         websocket.resolve_all()
 
         async def openapi(request: web.Request) -> web.Response:
@@ -151,13 +143,7 @@ def _run_dev(args: argparse.Namespace) -> int:
         state_path = stack.write_state()
         _print_banner(stack, time.monotonic() - started, str(state_path))
         while not stop_requested:
-            for process in stack.workers:
-                if process.poll() is not None:
-                    print(
-                        f"headrace: a worker exited ({process.returncode}); stopping",
-                        file=sys.stderr,
-                    )
-                    return 1
+            stack.replace_dead_workers()  # as ECS would: one worker's crash is not the stack's
             time.sleep(0.5)
         return 0
     except StackError as e:

@@ -120,13 +120,18 @@ def error_from_response(
 def job_failed_error(request_id: str, error: Any) -> HeadraceClientError:
     """The error for a job that ended FAILED (its `error` is {"message", "type"}).
 
-    The API rejects a bad request before it becomes a job, so a failed job is the server's.
+    Type "invalid_request" is the request's fault, found by the worker (its prompt and
+    max_new_tokens overflow the model's context): a BadRequestError. Any other is the server's.
     """
-    message = "the job failed"
+    message, error_type = "the job failed", None
     if isinstance(error, dict):
         message = str(error.get("message") or message)
+        error_type = error.get("type")
     elif error is not None:
         message = str(getattr(error, "message", message))
+        error_type = getattr(error, "type", None)
+    if error_type == "invalid_request":
+        return BadRequestError(message, 400, request_id=request_id)
     return ServerError(message, 500, request_id=request_id)
 
 

@@ -43,6 +43,8 @@ def botocore_config(settings: Settings) -> Config:
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5,
         read_timeout=30,
+        # Also the aioboto3 clients' limit on connections (aiobotocore reads it from here).
+        max_pool_connections=settings.aws_max_pool_connections,
     )
 
 

@@ -25,6 +25,15 @@ UNSUPPORTED_FIELDS: dict[str, str] = {
 }
 
 
+# Bounds the engine needs and LLM Engine's ranges leave open. A top_k at or above a model's
+# vocabulary is no cut at all (the worker makes it so; the API does not know the vocabulary):
+# this only keeps the number one the engine can take. Below MIN_TOP_P every top_p keeps the
+# most likely token alone (it holds at least 1/vocabulary of the mass), and one that rounds to 0
+# as a float32 (5e-324) made CTranslate2 fail the job on every attempt.
+MAX_TOP_K = 1_000_000
+MIN_TOP_P = 1e-6
+
+
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,8 +45,8 @@ class CompletionRequest(BaseModel):
     return_token_log_probs: bool | None = False
     presence_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_k: int | None = Field(default=None, ge=-1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1, le=MAX_TOP_K)
+    top_p: float | None = Field(default=None, ge=MIN_TOP_P, le=1.0)
     include_stop_str_in_output: bool | None = None
     guided_json: dict[str, Any] | None = None
     guided_regex: str | None = None
@@ -68,8 +77,12 @@ def parse_completion_request(body: bytes | str) -> CompletionRequest:
     try:
         return CompletionRequest.model_validate_json(body, strict=True)
     except ValidationError as e:
-        if e.errors(include_url=False)[0]["type"] == "json_invalid":
-            raise UnprocessableBody("body: not valid JSON") from e
+        first = e.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            reason = first.get("ctx", {}).get("error")
+            raise UnprocessableBody(
+                f"body: not valid JSON ({reason})" if reason else "body: not valid JSON"
+            ) from e
         raise InvalidRequest(describe_validation_error(e)) from e
 
 
@@ -132,10 +145,12 @@ class JobMessage(BaseModel):
     submitted_at: float
 
 
-# Why a job FAILED: its message never reached the queue (the API), or decoding failed on
-# every attempt the queue allows (the worker). Neither is the request's fault: the API rejects
-# a bad request before it becomes a job.
-JobErrorType = Literal["enqueue_failed", "decode_failed"]
+# Why a job FAILED: its message never reached the queue (the API), decoding failed on every
+# attempt the queue allows (the worker), or the request cannot run on its model, which only the
+# worker can tell (its prompt's tokens plus max_new_tokens overflow the model's context): the
+# worker fails that one at once, and the sync route answers 400. The API rejects every other
+# bad request before it becomes a job.
+JobErrorType = Literal["enqueue_failed", "decode_failed", "invalid_request"]
 
 
 class JobError(BaseModel):

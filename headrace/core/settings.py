@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     region: str = "us-east-1"
     # Unset on AWS; the local AWS endpoint (moto server) in dev and tests.
     aws_endpoint_url: str | None = None
+    # Connections each AWS client keeps open (botocore's default is 10): as many as calls run
+    # at once on one client, 64 in the local gateway (bench/pool_size.py). Opened only as needed.
+    aws_max_pool_connections: int = Field(default=64, ge=1)
     table_name: str = "headrace-jobs"
     queue_name: str = "headrace-jobs"
     dlq_name: str = "headrace-jobs-dlq"
@@ -34,7 +37,15 @@ class Settings(BaseSettings):
 
     # --- Job lifecycle
     visibility_timeout_seconds: int = 60
+    # SQS's receives of a message before it goes to the dead-letter queue: only a backstop.
     max_receive_count: int = 5
+    # Claims of a job (its `attempts`, counted in its record) before a worker gives up and marks
+    # it FAILED. A receive that finds the job leased to a live worker does not count; keep it
+    # below max_receive_count so the worker, not the redrive, sees the job's last message.
+    max_attempts: int = 3
+    # How often a worker looks for job messages in the dead-letter queue (each one's job is
+    # made final, or its message goes back to the queue while the job still has attempts).
+    dead_letter_check_seconds: float = 30.0
     job_ttl_seconds: int = 7 * 24 * 3600
     # A worker that has not refreshed its presence within this many seconds is not serving.
     presence_ttl_seconds: int = 30

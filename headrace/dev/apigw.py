@@ -38,6 +38,20 @@ class MalformedResponseError(ValueError):
     """The function's response is not one API Gateway can turn into HTTP (it answers 500)."""
 
 
+def wire_text(text: str) -> str:
+    """`text` as a JSON event can carry it: UTF-8 only.
+
+    aiohttp keeps the bytes of a header, path or query that are not UTF-8 as lone surrogates
+    (`surrogateescape`); they cannot be encoded, so every event, header lookup and log line
+    that met one failed (a plain-text 500). They become U+FFFD, the replacement character:
+    a key with such a byte is then an unknown key (401), a user agent just an odd one.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte escapes to (e.g. from a %-escape)
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def forwarding_headers(
     headers: Iterable[tuple[str, str]], *, source_ip: str, port: int | None, scheme: str
 ) -> list[tuple[str, str]]:

@@ -38,6 +38,7 @@ from headrace.dev.apigw import (
     forwarding_headers,
     map_response,
     new_request_id,
+    wire_text,
 )
 from headrace.dev.lambda_context import LAMBDA_PAYLOAD_LIMIT_BYTES, LambdaContext, marshal_result
 from headrace.dev.routes import RouteMatch, RouteTable
@@ -138,7 +139,9 @@ class LocalGateway:
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.add_routes(self._extra_routes)
-        app.router.add_route("*", "/{path:.*}", self._handle)
+        # Any path, newlines included (`.` stops at one): every request gets API Gateway's
+        # answer, never aiohttp's plain-text 404.
+        app.router.add_route("*", r"/{path:[\s\S]*}", self._handle)
         app.cleanup_ctx.append(self._lambda_threads)
         return app
 
@@ -201,7 +204,7 @@ class LocalGateway:
         )
         fields = {
             "method": request.method,
-            "path": request.path,
+            "path": wire_text(request.path),
             "status": result.status,
             "ms": round((time.perf_counter() - started) * 1000, 1),
             "requestId": request_id,
@@ -222,7 +225,7 @@ class LocalGateway:
             return TOO_LARGE
         route = match.route
         event = _http_api_event(request, match, body, request_id)
-        event_json = json.dumps(event, ensure_ascii=False)
+        event_json = wire_text(json.dumps(event, ensure_ascii=False))
         if len(event_json.encode("utf-8")) > self._payload_limit:
             logger.error("%s: event exceeds the Lambda request payload limit", route.handler)
             return TOO_LARGE

@@ -40,6 +40,13 @@ from worker.artifacts import upload_model
 
 logger = logging.getLogger("headrace.dev")
 
+# A worker that exits this soon after it started failed to start (a bad model, a broken
+# setting): its replacement waits RESTART_DELAY_MIN, twice as long after each such exit, up to
+# RESTART_DELAY_MAX, so it does not spin. One that served longer is replaced at once.
+STABLE_WORKER_SECONDS = 30.0
+RESTART_DELAY_MIN = 1.0
+RESTART_DELAY_MAX = 30.0
+
 
 class StackError(RuntimeError):
     """A part of the local stack did not start."""
@@ -60,6 +67,23 @@ class StackOptions:
     logs_dir: Path | None = None
 
 
+@dataclass
+class WorkerSlot:
+    """What a worker's replacement needs, and how its predecessors fared."""
+
+    extra_env: Mapping[str, str] | None
+    started_at: float  # time.monotonic()
+    quick_exits: int = 0  # exits in a row within STABLE_WORKER_SECONDS of the start
+    replace_at: float | None = None  # once it has exited: when the next one starts
+
+    def restart_delay(self, now: float) -> float:
+        if now - self.started_at >= STABLE_WORKER_SECONDS:
+            self.quick_exits = 0
+            return 0.0
+        self.quick_exits += 1
+        return min(RESTART_DELAY_MAX, RESTART_DELAY_MIN * 2.0 ** (self.quick_exits - 1))
+
+
 class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
@@ -68,6 +92,7 @@ class LocalStack:
         self._moto: subprocess.Popen[bytes] | None = None
         self._gateway: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._worker_slots: list[WorkerSlot] = []
         self.aws_endpoint_url = ""
         self.base_url = ""
         self.api_key = ""
@@ -93,6 +118,7 @@ class LocalStack:
             if process is not None:
                 stop_process(process, timeout=10)
         self.workers.clear()
+        self._worker_slots.clear()
         self._gateway = self._moto = None
 
     def __enter__(self) -> LocalStack:
@@ -176,10 +202,38 @@ class LocalStack:
         _wait_http(self.base_url + "/", self._gateway, timeout=30)
 
     def start_worker(self, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-        name = f"worker-{len(self.workers) + 1}"
-        process = self._spawn([sys.executable, "-m", "worker"], name, self.env(extra_env))
+        process = self._spawn_worker(len(self.workers), extra_env)
         self.workers.append(process)
+        self._worker_slots.append(WorkerSlot(extra_env, started_at=time.monotonic()))
         return process
+
+    def _spawn_worker(
+        self, index: int, extra_env: Mapping[str, str] | None
+    ) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "worker"]
+        return self._spawn(command, f"worker-{index + 1}", self.env(extra_env))
+
+    def replace_dead_workers(self) -> None:
+        """Start a worker in the place of each one that has exited, as ECS replaces a stopped
+        task; call it now and then. See STABLE_WORKER_SECONDS for the delay."""
+        now = time.monotonic()
+        for index, slot in enumerate(self._worker_slots):
+            process = self.workers[index]
+            if process.poll() is None:
+                continue
+            if slot.replace_at is None:
+                delay = slot.restart_delay(now)
+                slot.replace_at = now + delay
+                logger.warning(
+                    "worker-%d exited with status %s; a new one starts in %.0f s",
+                    index + 1,
+                    process.returncode,
+                    delay,
+                )
+            if now >= slot.replace_at:
+                self.workers[index] = self._spawn_worker(index, slot.extra_env)
+                slot.started_at, slot.replace_at = now, None
+                logger.info("worker-%d started again (pid %d)", index + 1, self.workers[index].pid)
 
     def worker_log(self, index: int) -> Path:
         return self.logs_dir / f"worker-{index + 1}.log"

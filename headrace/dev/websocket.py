@@ -29,7 +29,14 @@ from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
-from headrace.dev.apigw import HttpResponse, MalformedResponseError, map_response, new_request_id
+from headrace.dev.apigw import (
+    HttpResponse,
+    MalformedResponseError,
+    map_response,
+    message_response,
+    new_request_id,
+    wire_text,
+)
 from headrace.dev.gateway import Handler, HandlerResolver, import_handler
 from headrace.dev.ws_connections import Connection, ConnectionGone, management_routes
 from headrace.dev.ws_events import (
@@ -44,7 +51,6 @@ from headrace.dev.ws_events import (
     build_disconnect_event,
     build_message_event,
     connect_headers,
-    default_oversize_reply,
     gateway_message,
     new_connection_id,
     route_response,
@@ -73,11 +79,10 @@ GOING_AWAY = (1001, "Going away")
 class LocalWebSocketApi:
     """API Gateway WebSocket API in front of in-process Lambda handlers, as aiohttp routes.
 
-    routes: infra.template.websocket_routes. resolver: handler string -> callable. Frames over
-    max_message_bytes get `oversize_reply(connection_id, request_id)` (a JSON text frame) and the
-    connection stays open. A connection closes (1001 "Going away") after idle_timeout_seconds
-    without a frame either way, or after max_connection_seconds. Handlers run in a pool of
-    max_concurrency threads of its own.
+    routes: infra.template.websocket_routes. resolver: handler string -> callable. A message
+    over max_message_bytes closes the connection with 1009, as API Gateway does (oversize_reply
+    is unused). Idle for idle_timeout_seconds or open for max_connection_seconds, a connection
+    closes (1001 "Going away"). Handlers run in a pool of max_concurrency threads of its own.
     """
 
     def __init__(
@@ -89,7 +94,7 @@ class LocalWebSocketApi:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
         max_connection_seconds: float = MAX_CONNECTION_SECONDS,
-        oversize_reply: Callable[[str, str], dict[str, Any]] | None = None,
+        oversize_reply: Callable[[str, str], dict[str, Any]] | None = None,  # unused
         max_concurrency: int = 32,
         route_selection_expression: str = "$request.body.action",
         integration_timeout_seconds: float = INTEGRATION_TIMEOUT_SECONDS,
@@ -104,7 +109,6 @@ class LocalWebSocketApi:
         self.max_message_bytes = max_message_bytes
         self.idle_timeout_seconds = idle_timeout_seconds
         self.max_connection_seconds = max_connection_seconds
-        self._oversize_reply = oversize_reply or default_oversize_reply
         self._selection_key = route_selection_key(route_selection_expression)
         self.functions = LambdaFunctions(
             resolver,
@@ -177,9 +181,9 @@ class LocalWebSocketApi:
         info = ConnectionInfo(
             connection_id=new_connection_id(),
             stage=self.stage,
-            domain_name=request.headers.get("Host", request.host),
+            domain_name=wire_text(request.headers.get("Host", request.host)),
             source_ip=source_ip,
-            user_agent=request.headers.get("User-Agent", ""),
+            user_agent=wire_text(request.headers.get("User-Agent", "")),
             connected_at=now,
         )
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
@@ -215,7 +219,9 @@ class LocalWebSocketApi:
             if self._closed:  # shut down while $connect ran
                 return web.json_response({"message": "Service Unavailable"}, status=503)
         ws: web.WebSocketResponse[Literal[True]] = web.WebSocketResponse(
-            protocols=protocols, max_msg_size=max(8 * self.max_message_bytes, 1 << 20)
+            # aiohttp closes with 1009 at max_msg_size bytes: one more than the largest allowed.
+            protocols=protocols,
+            max_msg_size=self.max_message_bytes + 1,
         )
         await ws.prepare(request)
         conn = Connection(info, ws, asyncio.get_running_loop().time())
@@ -229,7 +235,7 @@ class LocalWebSocketApi:
                 msg = await ws.receive()
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     conn.touch()
-                    self._spawn(self._on_frame(conn, msg.data))
+                    self._spawn(self._answer(conn, msg.data))
                 elif msg.type is WSMsgType.CLOSE:
                     code, reason = (msg.data or 1005), (msg.extra or "")
                     break
@@ -315,18 +321,20 @@ class LocalWebSocketApi:
 
     # --- frames
 
+    async def _answer(self, conn: Connection, data: str | bytes) -> None:
+        """Every frame gets an answer: where the gateway itself fails, API Gateway's own."""
+        try:
+            await self._on_frame(conn, data)
+        except Exception:
+            logger.exception("frame from %s: the gateway failed", conn.info.connection_id)
+            await self._reply(conn, _message(INTERNAL_ERROR_MESSAGE, conn.info, new_request_id()))
+
     async def _on_frame(self, conn: Connection, data: str | bytes) -> None:
         started = time.perf_counter()
         info = conn.info
         request_id = new_request_id()
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
         fields: dict[str, Any] = {"requestId": request_id, "bytes": size}
-        if size > self.max_message_bytes:
-            await self._reply(
-                conn, json.dumps(self._oversize_reply(info.connection_id, request_id))
-            )
-            self._log("message", info, outcome="too-long", ms=_ms(started), **fields)
-            return
         key = (
             DEFAULT
             if isinstance(data, bytes)
@@ -374,19 +382,14 @@ class LocalWebSocketApi:
 def _connect_verdict(outcome: Outcome, route: WebSocketRoute) -> HttpResponse:
     """The $connect integration's answer as the HTTP response to the upgrade (2xx: accept)."""
     if outcome.failure == "integration_timeout":
-        return _http_message(504, TIMED_OUT_MESSAGE)
+        return message_response(504, TIMED_OUT_MESSAGE)
     if outcome.failure is not None:
-        return _http_message(500, INTERNAL_ERROR_MESSAGE)
+        return message_response(500, INTERNAL_ERROR_MESSAGE)
     try:
         return map_response(outcome.payload)
     except MalformedResponseError as exc:
         logger.error("%s: malformed $connect response: %s", route.handler, exc)
-        return _http_message(500, INTERNAL_ERROR_MESSAGE)
-
-
-def _http_message(status: int, message: str) -> HttpResponse:
-    body = json.dumps({"message": message}).encode()
-    return HttpResponse(status, [("content-type", "application/json")], body)
+        return message_response(500, INTERNAL_ERROR_MESSAGE)
 
 
 def _message(message: str, info: ConnectionInfo, request_id: str) -> str:

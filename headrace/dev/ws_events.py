@@ -33,7 +33,6 @@ RESERVED_ROUTE_KEYS = frozenset({CONNECT, DISCONNECT, DEFAULT})
 INTERNAL_ERROR_MESSAGE = "Internal server error"
 TIMED_OUT_MESSAGE = "Endpoint request timed out"
 NO_ROUTE_MESSAGE = "Forbidden"
-TOO_LONG_MESSAGE = "Message too long"
 
 # Request headers API Gateway does not pass on to the $connect integration.
 _HOP_BY_HOP = frozenset({"connection", "upgrade", "keep-alive", "transfer-encoding"})
@@ -82,7 +81,7 @@ def select_route(text: str, route_keys: Collection[str], key: str = "action") ->
     route, else `$default` (non-JSON frames and unknown actions included)."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         return DEFAULT
     if isinstance(value, dict):
         action = value.get(key)
@@ -233,10 +232,6 @@ def build_disconnect_event(
 def gateway_message(message: str, connection_id: str, request_id: str) -> dict[str, str]:
     """A message API Gateway sends on its own, e.g. {"message": "Internal server error", ...}."""
     return {"message": message, "connectionId": connection_id, "requestId": request_id}
-
-
-def default_oversize_reply(connection_id: str, request_id: str) -> dict[str, str]:
-    return gateway_message(TOO_LONG_MESSAGE, connection_id, request_id)
 
 
 def route_response(payload: bytes) -> str | bytes | None:

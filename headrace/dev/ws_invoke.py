@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from headrace.dev.apigw import wire_text
 from headrace.dev.gateway import DEFAULT_MEMORY_MB, Handler, HandlerResolver
 from headrace.dev.lambda_context import LambdaContext, marshal_result
 from infra.template import WebSocketRoute
@@ -81,7 +82,7 @@ class LambdaFunctions:
             memory_limit_in_mb=str(memory),
             timeout_seconds=route.timeout_seconds,
         )
-        event_json = json.dumps(event, ensure_ascii=False)
+        event_json = wire_text(json.dumps(event, ensure_ascii=False))
         return asyncio.get_running_loop().run_in_executor(
             self._executor, self._call, route.handler, event_json, context
         )

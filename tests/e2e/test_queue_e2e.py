@@ -21,6 +21,7 @@ from headrace.core.tables import jobs as job_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
+from tests.e2e.lease_support import assert_one_stream, aws_clients, stored_events, text_of
 from tests.e2e.support import Api, make_stack
 
 
@@ -120,7 +121,7 @@ def test_worker_killed_mid_job_the_job_is_retried_and_completes(
         stack.wait_for_worker()
         api = Api(stack.base_url, stack.api_key)
         # Long enough (seconds) that the kill lands mid-decode.
-        request_id = api.submit({"prompt": "The river", "max_new_tokens": 4000, "temperature": 0})
+        request_id = api.submit({"prompt": "The river", "max_new_tokens": 2000, "temperature": 0})
 
         def running() -> bool:
             _, job = api.call("GET", f"/v1/llm/completions/{request_id}")
@@ -132,14 +133,21 @@ def test_worker_killed_mid_job_the_job_is_retried_and_completes(
         first.wait()
 
         stack.start_worker()
-        job = api.wait(request_id, timeout=90)
+        job = api.wait(request_id, timeout=120)
+        assert stack.resources is not None
+        aws = aws_clients(stack)
+        events = stored_events(aws, stack.resources.table_name, request_id)
+        aws.close()
 
         assert job["status"] == "SUCCEEDED", job
         assert job["attempts"] == 2
-        assert job["output"]["num_completion_tokens"] == 4000
+        assert job["output"]["num_completion_tokens"] == 2000
         retried = log_lines(stack.worker_log(1), request_id)
         decoding = [line for line in retried if line["message"] == "decoding"]
+        # Its lease lapsed with its message: the first receive after the kill takes it over.
         assert decoding and decoding[0]["attempt"] == 2 and decoding[0]["receive_count"] == 2
+        assert_one_stream(events)
+        assert text_of(events) == job["output"]["text"]
 
 
 def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients) -> None:

@@ -334,19 +334,3 @@ def test_bad_frames_get_an_error_event_and_the_connection_survives(
     assert error["error"]["status_code"] == expected_status, error
     assert mentions in error["error"]["content"]["error"]
     assert events[-1]["output"]["finished"] is True
-
-
-def test_oversized_frame_gets_an_error_event(stack: LocalStack) -> None:
-    async def big() -> tuple[Frame, Frame]:
-        async with aiohttp.ClientSession() as session:
-            socket = await connect(session, stack)
-            await socket.send(complete_frame("x" * (130 * 1024)))
-            error = await socket.next_frame()
-            await socket.send({"action": "subscribe", "request_id": "nope"})
-            after = await socket.next_frame()
-            await socket.ws.close()
-            return error, after
-
-    error, after = run(big)
-    assert error["error"]["status_code"] == 413, error
-    assert after["error"]["status_code"] == 404  # still connected, still answered

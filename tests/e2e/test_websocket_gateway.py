@@ -237,47 +237,41 @@ def test_handler_errors_answer_internal_server_error(stack: RunningStack) -> Non
     assert len({a["requestId"] for a in answers}) == 3
 
 
-def test_oversize_frame_gets_a_reply_and_the_connection_stays(stack: RunningStack) -> None:
-    async def scenario(session: aiohttp.ClientSession) -> tuple[str, Any, Any]:
+def test_an_oversize_message_closes_the_connection_with_1009(stack: RunningStack) -> None:
+    """As API Gateway does: no reply, the connection closed (Message too big)."""
+
+    async def scenario(session: aiohttp.ClientSession) -> tuple[Any, aiohttp.WSMessage]:
         async with session.ws_connect(stack.ws_url) as ws:
-            connection_id = await connection_id_of(ws)
-            await ws.send_str("x" * 8193)
-            too_long = await receive_json(ws)
             await ws.send_str("é" * 4096)  # 8192 bytes: the limit is in bytes, and inclusive
             at_limit = await receive_json(ws)
-            assert await connection_id_of(ws) == connection_id
-        return connection_id, too_long, at_limit
+            await ws.send_str("x" * 8193)
+            closing = await ws.receive(timeout=5)
+        return at_limit, closing
 
-    connection_id, too_long, at_limit = run(scenario)
-    assert too_long["message"] == "Message too long"
-    assert too_long["connectionId"] == connection_id
-    assert too_long["requestId"]
+    at_limit, closing = run(scenario)
     assert at_limit["route"] == "$default" and len(at_limit["body"]) == 4096
+    assert closing.type is aiohttp.WSMsgType.CLOSE, closing
+    assert closing.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 def test_without_connect_and_default_routes() -> None:
     """No $connect: every upgrade is accepted. No $default: API Gateway answers Forbidden.
-    And a custom oversize reply, and an integration timeout shorter than the function's."""
+    And an integration timeout shorter than the function's."""
     routes = toy_ws_routes("$connect", "$default")
-    oversize = lambda c, r: {"error": "too big", "id": c}  # noqa: E731
-    options: dict[str, Any] = {"max_message_bytes": 64, "oversize_reply": oversize}
-    with RunningStack(routes, integration_timeout_seconds=0.3, **options) as running:
+    with RunningStack(routes, integration_timeout_seconds=0.3) as running:
 
         async def scenario(session: aiohttp.ClientSession) -> list[Any]:
             async with session.ws_connect(running.ws_url + "?api_key=bad") as ws:
                 connection_id = await connection_id_of(ws)
                 await ws.send_str("not json")
                 forbidden = await receive_json(ws)
-                await ws.send_str("y" * 65)
-                too_big = await receive_json(ws)
                 # The integration gives up before the function's own 1 s Timeout.
                 await ws.send_json({"action": "sleep", "seconds": 0.6})
                 timed_out = await receive_json(ws)
-            return [connection_id, forbidden, too_big, timed_out]
+            return [connection_id, forbidden, timed_out]
 
-        connection_id, forbidden, too_big, timed_out = run(scenario)
+        connection_id, forbidden, timed_out = run(scenario)
     assert forbidden["message"] == "Forbidden" and forbidden["connectionId"] == connection_id
-    assert too_big == {"error": "too big", "id": connection_id}
     assert timed_out["message"] == "Endpoint request timed out"
     assert timed_out["connectionId"] == connection_id
 

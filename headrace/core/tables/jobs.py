@@ -2,6 +2,7 @@
 
 One table, keys `pk`/`sk`:
 - `job#<request_id>` / `job`: the job record (status, attempts, lease, request, output).
+- `worker#<worker_id>` / `lease`: until when a worker is alive (headrace.core.tables.leases).
 - `apikey#<sha256 of key>` / `apikey`: an API key that may call the API.
 - `model#<name>` / `presence`: until when a worker serves the model.
 
@@ -58,7 +59,8 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     lease_owner: str | None = None
-    lease_expires_at: float | None = None
+    epoch: int = 0  # raised by every claim; a lease holder's writes name it (see "leases")
+    redriven: int = 0  # times its message came back from the dead-letter queue
     output: dict[str, Any] | None = None
     error: JobError | None = None
     subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.core.tables.streams)
@@ -85,7 +87,8 @@ class JobRecord:
             started_at=num("started_at"),
             finished_at=num("finished_at"),
             lease_owner=text("lease_owner"),
-            lease_expires_at=num("lease_expires_at"),
+            epoch=int(num("epoch") or 0),
+            redriven=int(num("redriven") or 0),
             output=json.loads(output) if output else None,
             error=JobError.model_validate_json(error) if error else None,
             subscriptions=int(num("subscriptions") or 0),
@@ -154,160 +157,6 @@ def fail_queued_job(table: str, request_id: str, *, reason: str, now: float) -> 
             ":failed": {"S": JobStatus.FAILED.value},
             ":queued": {"S": JobStatus.QUEUED.value},
             ":error": {"S": JobError(message=reason, type="enqueue_failed").model_dump_json()},
-            ":now": _n(now),
-        },
-    }
-
-
-# A job another worker may take: waiting, or running on a lease that lapsed.
-_CLAIMABLE = "#s = :queued OR (#s = :running AND lease_expires_at < :now)"
-_LEASED = "#s = :running, lease_owner = :worker, lease_expires_at = :lease, started_at = :now"
-
-
-def claim_recorded_job(
-    table: str, *, request_id: str, worker_id: str, now: float, lease_seconds: float
-) -> dict[str, Any]:
-    """QUEUED (or RUNNING with a lapsed lease) -> RUNNING, leased to worker_id.
-
-    The claim of a job whose record the submit wrote (every HTTP and WebSocket submit). Half
-    the actions of `claim_job`, which also fills in a missing record: the local AWS endpoint
-    spends its time per action (13 ms a claim against 7.5), on the cores that decode.
-    """
-    return {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": f"SET {_LEASED}, updated_at = :now, attempts = attempts + :one",
-        "ConditionExpression": _CLAIMABLE,
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {
-            ":running": {"S": JobStatus.RUNNING.value},
-            ":queued": {"S": JobStatus.QUEUED.value},
-            ":one": _n(1),
-            ":worker": {"S": worker_id},
-            ":lease": _n(now + lease_seconds),
-            ":now": _n(now),
-        },
-        "ReturnValues": "ALL_NEW",
-    }
-
-
-def claim_job(
-    table: str,
-    *,
-    request_id: str,
-    owner: str,
-    model: str,
-    request: CompletionRequest,
-    worker_id: str,
-    now: float,
-    lease_seconds: float,
-    ttl_seconds: int,
-) -> dict[str, Any]:
-    """No record yet (or QUEUED, or RUNNING with a lapsed lease) -> RUNNING, leased to worker_id.
-
-    Creating the record when it is missing lets messages that did not come through the HTTP API
-    (EventBridge, a direct SendMessage) run like any other job.
-    """
-    claim = claim_recorded_job(
-        table, request_id=request_id, worker_id=worker_id, now=now, lease_seconds=lease_seconds
-    )
-    claim["UpdateExpression"] = (
-        f"SET {_LEASED}, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one,"
-        " request_id = if_not_exists(request_id, :rid), #o = if_not_exists(#o, :owner),"
-        " #m = if_not_exists(#m, :model), #r = if_not_exists(#r, :request),"
-        " created_at = if_not_exists(created_at, :now),"
-        " expires_at = if_not_exists(expires_at, :ttl)"
-    )
-    claim["ConditionExpression"] = f"attribute_not_exists(pk) OR {_CLAIMABLE}"
-    claim["ExpressionAttributeNames"].update({"#o": "owner", "#m": "model", "#r": "request"})
-    claim["ExpressionAttributeValues"].update(
-        {
-            ":zero": _n(0),
-            ":rid": {"S": request_id},
-            ":owner": {"S": owner},
-            ":model": {"S": model},
-            ":request": {"S": request.model_dump_json()},
-            ":ttl": _n(int(now) + ttl_seconds),
-        }
-    )
-    return claim
-
-
-def _leased_by(worker_id: str) -> tuple[str, dict[str, Any]]:
-    return "#s = :running AND lease_owner = :worker", {
-        ":running": {"S": JobStatus.RUNNING.value},
-        ":worker": {"S": worker_id},
-    }
-
-
-def extend_lease(table: str, *, request_id: str, worker_id: str, until: float) -> dict[str, Any]:
-    condition, values = _leased_by(worker_id)
-    return {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": "SET lease_expires_at = :lease",
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {**values, ":lease": _n(until)},
-    }
-
-
-def finish_job(
-    table: str,
-    *,
-    request_id: str,
-    worker_id: str,
-    now: float,
-    output: dict[str, Any] | None = None,
-    error: JobError | None = None,
-) -> dict[str, Any]:
-    """RUNNING (leased to worker_id) -> SUCCEEDED with output, or FAILED with error.
-
-    Returns the job's `subscriptions` as of the write (UPDATED_NEW), so the worker knows
-    whether someone subscribed after it last looked.
-    """
-    condition, values = _leased_by(worker_id)
-    if output is not None:
-        status, field, payload = JobStatus.SUCCEEDED, "output", json.dumps(output)
-    elif error is not None:
-        status, field, payload = JobStatus.FAILED, "error", error.model_dump_json()
-    else:
-        raise ValueError("finish_job needs an output or an error")
-    return {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": (
-            "SET #s = :final, #f = :payload, finished_at = :now, updated_at = :now,"
-            " subscriptions = if_not_exists(subscriptions, :zero)"
-            " REMOVE lease_owner, lease_expires_at"
-        ),
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": {"#s": "status", "#f": field},
-        "ExpressionAttributeValues": {
-            **values,
-            ":final": {"S": status.value},
-            ":payload": {"S": payload},
-            ":now": _n(now),
-            ":zero": _n(0),
-        },
-        "ReturnValues": "UPDATED_NEW",
-    }
-
-
-def release_job(table: str, *, request_id: str, worker_id: str, now: float) -> dict[str, Any]:
-    """RUNNING -> QUEUED: hand a job back for another attempt (shutdown, transient failure)."""
-    condition, values = _leased_by(worker_id)
-    return {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": (
-            "SET #s = :queued, updated_at = :now REMOVE lease_owner, lease_expires_at"
-        ),
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {
-            **values,
-            ":queued": {"S": JobStatus.QUEUED.value},
             ":now": _n(now),
         },
     }

@@ -3,6 +3,10 @@
 Items (same table as the jobs, keys `pk`/`sk`):
 - `job#<id>` / `chunk#<seq>`: one stream event (JSON) and the token ids it covers, so a retried
   job can continue the stream where the last attempt stopped.
+- `job#<id>` / `stream`: the stream's head, where every flush of chunks is committed first,
+  conditional on the writer's lease epoch (headrace.core.tables.leases) and on the next seq:
+  a worker whose job was taken over cannot add a chunk, and no seq is written twice. It holds
+  the last flush's chunks (`tail`) until they are stored as chunk items.
 - `job#<id>` / `sub#<connection_id>`: a WebSocket connection following the job from `from_seq`;
   `attached_by` says who delivers to it (a worker while the job runs, a handler replaying a
   finished job). Attaching is a conditional write, so exactly one of them replays the past.
@@ -14,6 +18,7 @@ Items (same table as the jobs, keys `pk`/`sk`):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +41,9 @@ def put_chunk(
     event: StreamEvent,
     token_ids: list[int],
     expires_at: int,
+    epoch: int = 0,
 ) -> dict[str, Any]:
+    """`epoch`: the lease epoch of the worker that committed it (headrace.core.tables.leases)."""
     assert event.seq is not None
     return {
         "TableName": table,
@@ -46,6 +53,7 @@ def put_chunk(
             "seq": {"N": str(event.seq)},
             "event": {"S": event.model_dump_json()},
             "token_ids": {"S": ",".join(map(str, token_ids))},
+            "epoch": {"N": str(epoch)},
             "expires_at": {"N": str(expires_at)},
         },
     }
@@ -62,6 +70,89 @@ def query_chunks(table: str, request_id: str, *, from_seq: int = 0) -> dict[str,
         },
         "ConsistentRead": True,
     }
+
+
+def stream_head_key(request_id: str) -> Item:
+    return {"pk": job_key(request_id)["pk"], "sk": {"S": "stream"}}
+
+
+def open_stream_head(table: str, *, request_id: str, epoch: int, expires_at: int) -> dict[str, Any]:
+    """Take the stream over for `epoch`: from here, writers of older epochs commit nothing.
+
+    ALL_NEW gives the next seq to write and the last flush committed (`tail`), which the
+    writer of an older epoch may not have stored as chunk items yet.
+    """
+    return {
+        "TableName": table,
+        "Key": stream_head_key(request_id),
+        "UpdateExpression": (
+            "SET epoch = :epoch, next_seq = if_not_exists(next_seq, :zero), expires_at = :ttl"
+        ),
+        "ConditionExpression": "attribute_not_exists(epoch) OR epoch < :epoch",
+        "ExpressionAttributeValues": {
+            ":epoch": {"N": str(epoch)},
+            ":zero": {"N": "0"},
+            ":ttl": {"N": str(expires_at)},
+        },
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def commit_flush(
+    table: str,
+    *,
+    request_id: str,
+    epoch: int,
+    from_seq: int | None,
+    items: list[Item],
+    expires_at: int,
+) -> dict[str, Any]:
+    """Commit chunk items (seqs from_seq on) to the stream's head, for the writer of `epoch`.
+
+    from_seq None: the first flush of a first attempt, which creates the head (so it fails if a
+    later epoch opened the head first).
+    """
+    values: dict[str, Any] = {
+        ":epoch": {"N": str(epoch)},
+        ":next": {"N": str((from_seq or 0) + len(items))},
+        ":tail": {"S": json.dumps(items)},
+        ":ttl": {"N": str(expires_at)},
+    }
+    if from_seq is None:
+        condition = "attribute_not_exists(pk)"
+    else:
+        condition = "epoch = :epoch AND next_seq = :seq"
+        values[":seq"] = {"N": str(from_seq)}
+    return {
+        "TableName": table,
+        "Key": stream_head_key(request_id),
+        "UpdateExpression": "SET epoch = :epoch, next_seq = :next, tail = :tail, expires_at = :ttl",
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def get_stream_head(table: str, request_id: str) -> dict[str, Any]:
+    return {"TableName": table, "Key": stream_head_key(request_id), "ConsistentRead": True}
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    epoch: int
+    next_seq: int
+    tail: list[Item]  # the chunk items of the last flush committed
+
+    @classmethod
+    def from_item(cls, item: Item) -> StreamHead:
+        return cls(
+            epoch=int(item["epoch"]["N"]) if "epoch" in item else 0,
+            next_seq=int(item["next_seq"]["N"]) if "next_seq" in item else 0,
+            tail=json.loads(item["tail"]["S"]) if "tail" in item else [],
+        )
+
+
+def chunk_seq(item: Item) -> int:
+    return int(item["seq"]["N"])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""AWS clients keep as many connections as `aws_max_pool_connections` says, the gateway's
+(boto3, handlers in threads) and the worker's (aioboto3, tasks) alike."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import aioboto3
+import pytest
+
+from headrace.core.aws import boto3_client, client_kwargs
+from headrace.core.settings import Settings
+
+THREADS = 16
+
+
+def discarded_under_load(
+    endpoint: str, pool: int, caplog: pytest.LogCaptureFixture
+) -> list[logging.LogRecord]:
+    settings = Settings(aws_endpoint_url=endpoint, aws_max_pool_connections=pool)
+    client: Any = boto3_client(settings, "sqs")
+    start = threading.Barrier(THREADS)
+
+    def calling() -> None:
+        start.wait()
+        for _ in range(10):
+            client.list_queues()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        threads = [threading.Thread(target=calling) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    client.close()
+    return [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+
+
+def test_a_pool_as_large_as_the_callers_discards_no_connection(
+    moto_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert discarded_under_load(moto_endpoint, THREADS, caplog) == []
+    # The setting is what decides: a pool smaller than the callers discards connections.
+    assert discarded_under_load(moto_endpoint, 2, caplog) != []
+
+
+def test_the_workers_aioboto3_clients_get_the_same_limit() -> None:
+    settings = Settings(aws_endpoint_url="http://127.0.0.1:1", aws_max_pool_connections=48)
+
+    async def limit() -> int:
+        async with aioboto3.Session().client("sqs", **client_kwargs(settings)) as sqs:
+            return int(sqs.meta.config.max_pool_connections)
+
+    assert asyncio.run(limit()) == 48

@@ -1,0 +1,188 @@
+"""Workers lost for real: a worker frozen past its lease (SIGSTOP) and woken after another took
+its job over writes nothing more of it; a worker killed on a job's last attempt leaves the job
+FAILED with the reason, not RUNNING forever."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from headrace.core.tables import streams as stream_table
+from headrace.dev.stack import LocalStack
+from tests.e2e.lease_support import (
+    assert_one_stream,
+    aws_clients,
+    greedy_text,
+    lease_stack,
+    messages,
+    messages_left,
+    stored_events,
+    stored_items,
+    text_of,
+    wait_until,
+)
+from tests.e2e.support import Api
+
+Frame = dict[str, Any]
+LOST = "this worker writes nothing more of the job"
+
+
+class Follower:
+    """A WebSocket client following one job from seq 0, in a thread of its own: every frame
+    it gets, copies included."""
+
+    def __init__(self, stack: LocalStack, request_id: str) -> None:
+        self.stack = stack
+        self.request_id = request_id
+        self.frames: list[Frame] = []
+        self.subscribed = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._follow()), daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the follower never got the last event"
+
+    async def _follow(self) -> None:
+        headers = {"x-api-key": self.stack.api_key}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(self.stack.ws_url, headers=headers) as ws,
+        ):
+            subscribe = {"action": "subscribe", "request_id": self.request_id, "from_seq": 0}
+            await ws.send_str(json.dumps(subscribe))
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                message = await ws.receive(timeout=deadline - time.monotonic())
+                frame: Frame = json.loads(message.data)
+                if frame.get("type") == "accepted":
+                    self.subscribed.set()
+                if frame.get("request_id") != self.request_id or "seq" not in frame:
+                    continue
+                self.frames.append(frame)
+                if frame.get("error") or (frame.get("output") or {}).get("finished"):
+                    return
+
+
+def test_a_zombie_worker_writes_nothing_after_the_new_owner_claims(
+    model_home: Path, tmp_path: Path, dev_model_dir: Path
+) -> None:
+    # The longest job the dev model's context takes: its tokens come slower as it grows.
+    prompt, max_new_tokens = "The river", 4000
+    # New subscribers are found within 0.2 s, so the follower is followed before the freeze.
+    settings = {"HEADRACE_SUBSCRIBER_CHECK_MS": "200"}
+    with lease_stack(model_home, tmp_path, workers=0, settings=settings) as stack:
+        assert stack.resources is not None
+        table = stack.resources.table_name
+        aws = aws_clients(stack)
+        api = Api(stack.base_url, stack.api_key)
+        zombie = stack.start_worker()
+        stack.wait_for_worker()
+        request = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0}
+        request_id = api.submit(request)
+        wait_until(lambda: len(stored_items(aws, table, request_id)) >= 2, 60, "first chunks")
+        follower = Follower(stack, request_id)
+        wait_until(lambda: follower.frames, 30, "the worker to post to the follower")
+        wait_until(lambda: len(stored_items(aws, table, request_id)) >= 3, 60, "more chunks")
+
+        os.kill(zombie.pid, signal.SIGSTOP)
+        try:
+            _, frozen = api.call("GET", f"/v1/llm/completions/{request_id}")
+            assert frozen["status"] == "RUNNING", "finished before the freeze: make it longer"
+            stack.start_worker()  # takes the job over once the frozen one's lease lapses
+            wait_until(
+                lambda: "decoding" in messages(stack.worker_log(1), request_id), 90, "a takeover"
+            )
+            wait_until(
+                lambda: any(i["epoch"]["N"] == "2" for i in stored_items(aws, table, request_id)),
+                60,
+                "the new owner's first chunk",
+            )
+        finally:
+            os.kill(zombie.pid, signal.SIGCONT)
+        wait_until(
+            lambda: any(LOST in m for m in messages(stack.worker_log(0), request_id)),
+            60,
+            "the woken worker to find its job taken",
+        )
+        done = api.wait(request_id, timeout=240)
+        follower.join(60)
+        time.sleep(1)  # anything the woken worker still had in flight lands now
+        items = stored_items(aws, table, request_id)
+        head = aws.dynamodb.get_item(**stream_table.get_stream_head(table, request_id))["Item"]
+        aws.close()
+
+    assert done["status"] == "SUCCEEDED", done
+    assert done["attempts"] == 2
+    text, tokens = greedy_text(dev_model_dir, prompt, max_new_tokens)
+    assert done["output"]["text"] == text
+    assert done["output"]["num_completion_tokens"] == tokens == max_new_tokens
+    # What is stored: the frozen worker's chunks, then only the new owner's; one stream.
+    epochs = [int(i["epoch"]["N"]) for i in items]
+    first_of_new = epochs.index(2)
+    assert first_of_new >= 3 and epochs == [1] * first_of_new + [2] * (len(epochs) - first_of_new)
+    assert head["epoch"]["N"] == "2"
+    events = [stream_table.StoredChunk.from_item(i).event for i in items]
+    assert_one_stream(events)
+    assert text_of(events) == text
+    # What the follower got: every seq once or as the same copy, one text.
+    by_seq: dict[int, set[str]] = {}
+    for frame in follower.frames:
+        by_seq.setdefault(int(frame["seq"]), set()).add(json.dumps(frame, sort_keys=True))
+    assert sorted(by_seq) == list(range(len(events)))
+    assert all(len(copies) == 1 for copies in by_seq.values())
+    delivered = [json.loads(next(iter(by_seq[s]))) for s in sorted(by_seq)]
+    assert "".join(f["output"]["text"] for f in delivered) == text
+    woken = messages(stack.worker_log(0), request_id)
+    assert "job succeeded" not in woken
+
+
+def test_a_worker_lost_on_the_last_attempt_leaves_the_job_failed_with_the_reason(
+    model_home: Path, tmp_path: Path
+) -> None:
+    with lease_stack(
+        model_home, tmp_path, workers=0, settings={"HEADRACE_MAX_ATTEMPTS": "1"}
+    ) as stack:
+        assert stack.resources is not None
+        resources = stack.resources
+        aws = aws_clients(stack)
+        api = Api(stack.base_url, stack.api_key)
+        first = stack.start_worker()
+        stack.wait_for_worker()
+        request_id = api.submit({"prompt": "The river", "max_new_tokens": 4000, "temperature": 0})
+        wait_until(
+            lambda: len(stored_items(aws, resources.table_name, request_id)) >= 2, 60, "chunks"
+        )
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        _, killed = api.call("GET", f"/v1/llm/completions/{request_id}")
+        assert killed["status"] == "RUNNING", "finished before the kill: make it longer"
+        stack.start_worker()
+
+        done = api.wait(request_id, timeout=60)
+        events = stored_events(aws, resources.table_name, request_id)
+        wait_until(
+            lambda: messages_left(aws, resources.queue_url) == 0, 20, "the message to be deleted"
+        )
+        dead_lettered = messages_left(aws, resources.dlq_url)
+        aws.close()
+
+    assert done["status"] == "FAILED", done
+    assert done["attempts"] == 1
+    assert done["error"] == {
+        "message": "gave up after 1 attempt: worker lost",
+        "type": "decode_failed",
+    }
+    assert_one_stream(events)
+    assert (
+        events[-1].error is not None and "gave up after 1 attempt" in events[-1].error.content.error
+    )
+    assert dead_lettered == 0
