@@ -20,7 +20,7 @@ from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.moto import MOTO_CREDENTIALS
 from headrace.dev.stack import LocalStack, StackOptions
 from infra.provision import AwsClients
-from tests.e2e.support import FAST_SETTINGS
+from tests.e2e.support import FAST_SETTINGS, log_lines
 
 # A lapsed lease is retried within seconds; SQS's receives are a backstop far above attempts.
 LEASE_PARAMETERS = {"VisibilityTimeoutSeconds": "3", "MaxReceiveCount": "10"}
@@ -53,18 +53,6 @@ def lease_stack(
 def aws_clients(stack: LocalStack) -> AwsClients:
     session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
     return AwsClients.create(stack.aws_endpoint_url, session=session)
-
-
-def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if request_id is None or line.get("request_id") == request_id:
-            lines.append(line)
-    return lines
 
 
 def messages(path: Path, request_id: str) -> list[str]:

@@ -86,3 +86,16 @@ def make_stack(home: Path, logs_dir: Path, *, workers: int) -> LocalStack:
     )
     stack.start(workers=workers)
     return stack
+
+
+def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:
+    """The JSON log lines of a stack process, only those of `request_id` when given."""
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if request_id is None or line.get("request_id") == request_id:
+            lines.append(line)
+    return lines

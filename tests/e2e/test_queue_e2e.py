@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -22,19 +21,7 @@ from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
 from tests.e2e.lease_support import assert_one_stream, aws_clients, stored_events, text_of
-from tests.e2e.support import Api, make_stack
-
-
-def log_lines(path: Path, request_id: str | None = None) -> list[dict[str, Any]]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if request_id is None or line.get("request_id") == request_id:
-            lines.append(line)
-    return lines
+from tests.e2e.support import Api, log_lines, make_stack
 
 
 def messages_left(aws: AwsClients, queue_url: str) -> int:
