@@ -137,12 +137,20 @@ def _paths() -> dict[str, Any]:
                         "description": "The job's stream events",
                         "content": {
                             "text/event-stream": {
+                                # OpenAPI 3.1 reads `schema` of an event stream as the
+                                # schema of each event, its `data` a JSON StreamEvent.
                                 "schema": {
-                                    "type": "string",
-                                    "description": "`data: {StreamEvent}` lines, a blank line "
-                                    "after each",
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "data": {
+                                            "type": "string",
+                                            "contentMediaType": "application/json",
+                                            "contentSchema": _ref(StreamEvent),
+                                        },
+                                        "event": {"type": "string"},
+                                    },
                                 },
-                                "x-event-schema": _ref(StreamEvent),
                             }
                         },
                     }

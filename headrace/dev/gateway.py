@@ -40,6 +40,7 @@ from headrace.dev.apigw import (
     new_request_id,
     wire_text,
 )
+from headrace.dev.http_errors import JsonErrorAppRunner
 from headrace.dev.lambda_context import LAMBDA_PAYLOAD_LIMIT_BYTES, LambdaContext, marshal_result
 from headrace.dev.routes import RouteMatch, RouteTable
 from infra.template import TEMPLATE_PATH, HttpRoute, http_routes, load_template, resources_of_type
@@ -157,7 +158,7 @@ class LocalGateway:
         """Serve on host:port (0: any free port); returns the base URL with the bound port."""
         if self._runner is not None:
             raise RuntimeError("gateway already started")
-        runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        runner = JsonErrorAppRunner(self.make_app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

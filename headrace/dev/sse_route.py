@@ -7,12 +7,13 @@ plain-text ones (a body over the limit, an error of ours) included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
 
 from headrace.api import sse
-from headrace.api.services import default_services
+from headrace.api.services import ApiServices, default_services
 from headrace.core import routes
 from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
@@ -20,6 +21,8 @@ from headrace.dev.apigw import wire_text
 from headrace.dev.gateway import MAX_BODY_BYTES
 
 logger = logging.getLogger("headrace.gateway")
+
+_CLIENT_CHECK_SECONDS = 0.1
 
 
 def route_defs() -> list[web.RouteDef]:
@@ -51,13 +54,41 @@ async def completions_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=opened.headers)
     await response.prepare(request)
     with request_context(opened.request_id):
-        try:
-            async for frame in sse.frames(services, opened):
-                await response.write(frame)
-        except ConnectionResetError:
-            logger.info("stream client went away; the job goes on")
-    await response.write_eof()
+        relay = asyncio.create_task(_relay(services, opened, response))
+        if await _until_done_or_gone(request, relay):
+            await response.write_eof()
+        else:
+            logger.info("stream client went away; stopped following the job, which goes on")
     return response
+
+
+async def _relay(
+    services: ApiServices, opened: sse.OpenedStream, response: web.StreamResponse
+) -> None:
+    async for frame in sse.frames(services, opened):
+        await response.write(frame)
+
+
+async def _until_done_or_gone(request: web.Request, relay: asyncio.Task[None]) -> bool:
+    """True when every frame was written; False (the relay cancelled) once the client has gone.
+
+    Between events the relay only polls storage, so a write would notice a closed connection
+    only at the next event; the transport says so at once.
+    """
+    while True:
+        done, _ = await asyncio.wait({relay}, timeout=_CLIENT_CHECK_SECONDS)
+        if done:
+            try:
+                relay.result()
+            except ConnectionResetError:
+                return False
+            return True
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await relay
+            return False
 
 
 def _error(status: int, detail: str) -> web.Response:

@@ -13,6 +13,7 @@ import pytest
 
 from headrace.dev.gateway import MAX_BODY_BYTES, LocalGateway
 from tests.e2e.gateway_support import RunningGateway, echo, toy_gateway
+from tests.suites.fuzz.http_cases import send_raw, unparsable_requests
 from tests.toy_gateway import TOY, toy_resolver, toy_routes
 
 
@@ -121,3 +122,19 @@ def test_handlers_run_concurrently(gw: RunningGateway) -> None:
         t.join(5)
     assert time.monotonic() - started < 0.9
     assert results == [200, 200]
+
+
+@pytest.mark.parametrize(("case", "raw"), unparsable_requests("some-key"))
+def test_a_request_http_cannot_parse_is_a_json_400_in_one_log_line(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture, case: str, raw: bytes
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = send_raw(gw.base_url, raw)
+    assert answer.status == 400, (case, answer)
+    assert answer.headers["content-type"].startswith("application/json")
+    detail = json.loads(answer.body)["detail"]
+    assert detail.startswith("malformed HTTP request: ") and len(detail) < 300
+    assert "Traceback" not in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "headrace.gateway"] == [
+        f"unparsable request answered 400: {detail}"
+    ]

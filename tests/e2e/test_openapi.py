@@ -64,7 +64,9 @@ def test_the_streamed_events_match_the_document(api: Api) -> None:
     schema = openapi_document()["paths"][routes.COMPLETIONS_STREAM]["post"]["responses"]["200"][
         "content"
     ]
-    name = schema["text/event-stream"]["x-event-schema"]["$ref"].rsplit("/", 1)[1]
+    data = schema["text/event-stream"]["schema"]["properties"]["data"]
+    assert data["contentMediaType"] == "application/json"
+    name = data["contentSchema"]["$ref"].rsplit("/", 1)[1]
     for event in events:
         conforms(name, event)
 

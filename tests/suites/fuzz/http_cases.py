@@ -7,6 +7,7 @@ import base64
 import contextlib
 import http.client
 import json
+import socket
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -61,6 +62,42 @@ def send(
         return Answer(None, body=repr(e).encode())
     finally:
         conn.close()
+
+
+def send_raw(base_url: str, request: bytes, *, timeout: float = 30.0) -> Answer:
+    """Bytes no HTTP library will write (a NUL in a header, a space in a header name)."""
+    parts = urllib.parse.urlsplit(base_url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 80), timeout=timeout
+        ) as sock:
+            sock.sendall(request)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            data = response.read()
+            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    except (OSError, http.client.HTTPException) as e:
+        return Answer(None, body=repr(e).encode())
+
+
+def unparsable_requests(api_key: str) -> list[tuple[str, bytes]]:
+    """Requests an HTTP parser must refuse before any route sees them."""
+    path = routes.COMPLETION.format(request_id=uuid.uuid4())
+    key = f"x-api-key: {api_key}\r\n".encode()
+
+    def get(target: str, *headers: bytes) -> bytes:
+        return b"".join([f"GET {target} HTTP/1.1\r\nhost: fuzz\r\n".encode(), *headers, b"\r\n"])
+
+    return [
+        ("URL of 10 KB", get(path + "?x=" + "a" * 10_000, key)),
+        ("request id of 10 KB", get(routes.COMPLETION.format(request_id="a" * 10_000), key)),
+        ("header value of 10 KB", get(path, key, b"x-fuzz: " + b"b" * 10_000 + b"\r\n")),
+        ("NUL in a header value", get(path, key, b"x-fuzz: a\x00b\r\n")),
+        ("space in a header name", get(path, key, b"x fuzz: 1\r\n")),
+        ("control byte in a header name", get(path, key, b"x-f\x01uzz: 1\r\n")),
+        ("header line without a colon", get(path, key, b"x-fuzz\r\n")),
+        ("NUL in the URL", get(path + "%00\x00", key)),
+    ]
 
 
 def nested_array(depth: int) -> str:

@@ -17,6 +17,8 @@ from tests.suites.fuzz.http_cases import (
     every_route,
     hostile_bodies,
     send,
+    send_raw,
+    unparsable_requests,
 )
 from tests.suites.fuzz.tally import Tally
 
@@ -70,6 +72,7 @@ class HttpFuzzer:
     def run_all(self) -> None:
         self.bad_headers_everywhere()
         self.bad_headers_at_handshake()
+        self.unparsable_requests()
         self.hostile_bodies()
         self.request_ids()
         self.oversized_bodies()
@@ -86,6 +89,13 @@ class HttpFuzzer:
         for case, path, headers in cases:
             answer = send(self.base_url, "GET", path, [*WS_UPGRADE, *headers])
             self.tally.http(case, answer.status, answer.body)
+
+    def unparsable_requests(self) -> None:
+        for name, raw in unparsable_requests(self.api_key):
+            answer = send_raw(self.base_url, raw)
+            self.tally.http(f"unparsable: {name}", answer.status, answer.body)
+            if answer.status is not None and not 400 <= answer.status < 500:
+                self.tally.wrong_answers.append(f"unparsable: {name}: HTTP {answer.status}")
 
     def hostile_bodies(self) -> None:
         for name, body in hostile_bodies():
