@@ -10,8 +10,6 @@ from headrace.core.aws_calls import call_aws
 from headrace.core.errors import Unauthorized
 from headrace.core.tables import jobs as job_table
 
-_API_KEY_CACHE_SECONDS = 60.0
-
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
     """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
@@ -41,18 +39,28 @@ def authenticate(services: ApiServices, api_key: str | None) -> str:
     if not _is_utf8(api_key):  # a lone surrogate, from a `\udcXX` escape in the event
         raise Unauthorized("unknown API key")
     owner = job_table.hash_api_key(api_key)
+    require_known_key(services, owner)
+    return owner
+
+
+def require_known_key(services: ApiServices, key_id: str) -> None:
+    """Unauthorized unless `key_id` (a key's hash, its requests' owner) is a key in the table.
+
+    A key found is trusted for `api_key_cache_seconds` by this process: so a revoked key is
+    refused at once by a new Lambda container, within that time by a warm one.
+    """
     now = services.clock()
-    if services._known_keys.get(owner, 0.0) > now:
-        return owner
+    if services._known_keys.get(key_id, 0.0) > now:
+        return
     found = call_aws(
         services.dynamodb.get_item,
         TableName=services.settings.table_name,
-        Key=job_table.api_key_key(api_key),
+        Key=job_table.api_key_id_key(key_id),
     )
     if "Item" not in found:
+        services._known_keys.pop(key_id, None)
         raise Unauthorized("unknown API key")
-    services._known_keys[owner] = now + _API_KEY_CACHE_SECONDS
-    return owner
+    services._known_keys[key_id] = now + services.settings.api_key_cache_seconds
 
 
 def _is_utf8(text: str) -> bool:

@@ -88,6 +88,18 @@ _MODEL_QUERY = {
 }
 
 
+def _event_stream(model: type[BaseModel], description: str) -> dict[str, Any]:
+    # OpenAPI 3.1 reads the `schema` of an event stream as that of each event: here its `data`
+    # is the model as JSON.
+    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref(model)}
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": data, "event": {"type": "string"}},
+    }
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
+
+
 def _submit(summary: str, description: str, answers: dict[str, Any]) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -132,29 +144,7 @@ def _paths() -> dict[str, Any]:
                 "if the job failed after streaming began. Input errors are plain JSON errors "
                 "before any event. Served by the local gateway only; on AWS stream over the "
                 "WebSocket API.",
-                {
-                    "200": {
-                        "description": "The job's stream events",
-                        "content": {
-                            "text/event-stream": {
-                                # OpenAPI 3.1 reads `schema` of an event stream as the
-                                # schema of each event, its `data` a JSON StreamEvent.
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["data"],
-                                    "properties": {
-                                        "data": {
-                                            "type": "string",
-                                            "contentMediaType": "application/json",
-                                            "contentSchema": _ref(StreamEvent),
-                                        },
-                                        "event": {"type": "string"},
-                                    },
-                                },
-                            }
-                        },
-                    }
-                },
+                {"200": _event_stream(StreamEvent, "The job's stream events")},
             )
             | {"operationId": "createCompletionStream"}
         },

@@ -6,7 +6,7 @@ import contextlib
 import logging
 
 from headrace.api import completions
-from headrace.api.auth import authenticate
+from headrace.api.auth import authenticate, require_known_key
 from headrace.api.services import ApiServices
 from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import (
@@ -24,6 +24,7 @@ from headrace.core.errors import (
     TransientError,
     Unauthorized,
 )
+from headrace.core.tables import api_keys as key_table
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import JobRecord
 from headrace.core.tables.streams import Connection
@@ -40,20 +41,32 @@ def management_endpoint(services: ApiServices, domain_name: str, stage: str) -> 
 def connect(
     services: ApiServices, *, connection_id: str, api_key: str | None, endpoint: str
 ) -> None:
+    """Record the connection, and list it under its key so that revoking the key closes it."""
     owner = authenticate(services, api_key)
+    table = services.settings.table_name
+    now = services.clock()
+    record = stream_table.put_connection(
+        table, connection_id=connection_id, owner=owner, endpoint=endpoint, now=now
+    )
+    listing = key_table.put_key_connection(
+        table,
+        key_id=owner,
+        connection_id=connection_id,
+        endpoint=endpoint,
+        expires_at=stream_table.connection_expiry(now),
+    )
     call_aws(
-        services.dynamodb.put_item,
-        **stream_table.put_connection(
-            services.settings.table_name,
-            connection_id=connection_id,
-            owner=owner,
-            endpoint=endpoint,
-            now=services.clock(),
-        ),
+        services.dynamodb.transact_write_items,
+        TransactItems=[{"Put": record}, {"Put": listing}],
     )
 
 
 def connection(services: ApiServices, connection_id: str) -> Connection:
+    """The connection a frame came on, if its key is still known (through the key cache).
+
+    A connection whose key was revoked gets the API's 401 as an error event and is closed:
+    revocation closes it too, but this holds should that have failed.
+    """
     found = call_aws(
         services.dynamodb.get_item,
         TableName=services.settings.table_name,
@@ -62,11 +75,29 @@ def connection(services: ApiServices, connection_id: str) -> Connection:
     )
     if "Item" not in found:
         raise Unauthorized("this connection is not authenticated; reconnect with an API key")
-    return Connection.from_item(found["Item"])
+    conn = Connection.from_item(found["Item"])
+    try:
+        require_known_key(services, conn.owner)
+    except Unauthorized as e:
+        with contextlib.suppress(HeadraceError):  # best effort: the frame is refused anyway
+            if post_event(services, conn, StreamEvent.failure(None, e.status_code, e.detail)):
+                close_connection(services, conn.endpoint, conn.connection_id)
+        raise
+    return conn
+
+
+def close_connection(services: ApiServices, endpoint: str, connection_id: str) -> bool:
+    """Close a connection from the server side ($disconnect follows); False if it was gone."""
+    client = services.management_client(endpoint)
+    try:
+        call_aws(client.delete_connection, ConnectionId=connection_id)
+    except Gone:
+        return False
+    return True
 
 
 def disconnect(services: ApiServices, *, connection_id: str) -> None:
-    """Forget the connection and every subscription it had."""
+    """Forget the connection, every subscription it had, and its entry under its key."""
     table = services.settings.table_name
     answer = call_aws(
         services.dynamodb.query, **stream_table.query_connection_items(table, connection_id)
@@ -79,6 +110,12 @@ def disconnect(services: ApiServices, *, connection_id: str) -> None:
                 **stream_table.delete_subscription(
                     table, request_id=sk.removeprefix("sub#"), connection_id=connection_id
                 ),
+            )
+        elif sk == "conn":
+            call_aws(
+                services.dynamodb.delete_item,
+                TableName=table,
+                Key=key_table.key_connection_key(item["owner"]["S"], connection_id),
             )
     call_aws(
         services.dynamodb.delete_item,

@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=8080)
     gateway.set_defaults(run=_run_gateway)
 
-    from headrace.cli import client_commands
+    from headrace.cli import client_commands, key_commands
 
     client_commands.register(commands)
+    key_commands.register(commands)
     return parser
 
 

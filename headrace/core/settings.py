@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     model_zoo: dict[str, str] = Field(default_factory=dict)
     default_model: str = "headrace-tiny"
 
+    # --- API keys
+    # How long a process trusts a key it found in the table: a revoked key is refused by a warm
+    # Lambda container (or the local gateway) within this, by a new one at once.
+    api_key_cache_seconds: float = Field(default=60.0, ge=0)
+
     # --- Request limits
     max_prompt_bytes: int = 64 * 1024
     max_new_tokens_limit: int = 2048

@@ -286,7 +286,9 @@ class LocalStack:
         return self.base_url.replace("http://", "ws://", 1) + "/ws"
 
     def write_state(self) -> Path:
-        """Record base_url, api_key, model and endpoints where the client looks for them."""
+        """Record base_url, api_key, model and endpoints where the client looks for them, and
+        the table and region where `headrace keys` manages the stack's keys."""
+        assert self.resources is not None
         path = dev_state_path(self.home)
         state = {
             "base_url": self.base_url,
@@ -294,6 +296,8 @@ class LocalStack:
             "api_key": self.api_key,
             "default_model": DEV_MODEL_NAME,
             "aws_endpoint_url": self.aws_endpoint_url,
+            "table_name": self.resources.table_name,
+            "region": self.resources.region,
             "pid": os.getpid(),
         }
         path.write_text(json.dumps(state, indent=2))

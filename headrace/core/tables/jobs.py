@@ -3,7 +3,8 @@
 One table, keys `pk`/`sk`:
 - `job#<request_id>` / `job`: the job record (status, attempts, lease, request, output).
 - `worker#<worker_id>` / `lease`: until when a worker is alive (headrace.core.tables.leases).
-- `apikey#<sha256 of key>` / `apikey`: an API key that may call the API.
+- `apikey#<sha256 of key>` / `apikey`: an API key that may call the API (its id is the hash).
+  Its open WebSocket connections are listed in the same partition (headrace.core.tables.api_keys).
 - `model#<name>` / `presence`: until when a worker serves the model.
 
 Request builders here are pure (kwargs for the low-level client) so the handlers' boto3 client
@@ -30,7 +31,12 @@ def job_key(request_id: str) -> Item:
 
 
 def api_key_key(api_key: str) -> Item:
-    return {"pk": {"S": f"apikey#{hash_api_key(api_key)}"}, "sk": {"S": "apikey"}}
+    return api_key_id_key(hash_api_key(api_key))
+
+
+def api_key_id_key(key_id: str) -> Item:
+    """The key item of a key id (the hash of the key, also the owner of its requests)."""
+    return {"pk": {"S": f"apikey#{key_id}"}, "sk": {"S": "apikey"}}
 
 
 def presence_key(model: str) -> Item:

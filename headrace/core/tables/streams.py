@@ -12,7 +12,8 @@ Items (same table as the jobs, keys `pk`/`sk`):
   finished job). Attaching is a conditional write, so exactly one of them replays the past.
   Adding one also counts it in the job record's `subscriptions`, so a worker learns of new
   followers of all its jobs with one BatchGetItem instead of a Query per job.
-- `conn#<connection_id>` / `conn`: the connection's owner and management endpoint.
+- `conn#<connection_id>` / `conn`: the connection's owner and management endpoint (also listed
+  under its API key: headrace.core.tables.api_keys).
 - `conn#<connection_id>` / `sub#<request_id>`: the reverse of a subscription, for $disconnect.
 """
 
@@ -176,6 +177,11 @@ def connection_key(connection_id: str) -> Item:
     return {"pk": {"S": f"conn#{connection_id}"}, "sk": {"S": "conn"}}
 
 
+def connection_expiry(now: float) -> int:
+    """When the items of a connection opened at `now` expire: past API Gateway's 2 h limit."""
+    return int(now) + _TWO_HOURS + 600
+
+
 def put_connection(
     table: str, *, connection_id: str, owner: str, endpoint: str, now: float
 ) -> dict[str, Any]:
@@ -186,7 +192,7 @@ def put_connection(
             "owner": {"S": owner},
             "endpoint": {"S": endpoint},
             "connected_at": {"N": repr(now)},
-            "expires_at": {"N": str(int(now) + _TWO_HOURS + 600)},
+            "expires_at": {"N": str(connection_expiry(now))},
         },
     }
 
