@@ -12,6 +12,7 @@ Chunks go through the worker's shared `ChunkWriter`, and new subscribers are fou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,9 @@ from worker.progress import Progress, Watch
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
+
+# How much a follower may be sent again after a worker loss: a write per follower this often.
+_RECORD_DELIVERED_SECONDS = 2.0
 
 # WebSocket messages are limited to 128 KB. A delta of 16,384 characters stays under 64 KB of
 # JSON even when every character takes 4 bytes.
@@ -67,6 +71,7 @@ class StreamSettings:
 class _Follower:
     subscription: stream_table.Subscription
     next_index: int  # index into events of the next event to send
+    recorded_at: float = -1e9  # when its delivered seq was last written (the first post: at once)
 
 
 @dataclass
@@ -320,11 +325,13 @@ class StreamPublisher:
             except ConditionFailed:
                 continue  # a handler is replaying to it, or it just went away
             self._followers[subscription.connection_id] = _Follower(
-                subscription, next_index=min(subscription.from_seq, len(self.events))
+                subscription,
+                next_index=min(subscription.resume_seq, len(self.events)),
             )
 
     async def _send(self, connection_id: str, follower: _Follower) -> None:
         endpoint = follower.subscription.endpoint
+        sent = False
         while follower.next_index < len(self.events):
             event = self.events[follower.next_index]
             data = event.model_dump_json().encode()
@@ -332,6 +339,29 @@ class StreamPublisher:
                 await self._drop(connection_id)
                 return
             follower.next_index += 1
+            sent = True
+        if sent:
+            await self._record_delivered(connection_id, follower)
+
+    async def _record_delivered(self, connection_id: str, follower: _Follower) -> None:
+        """Written after the first post, the last event, and at most every few seconds between:
+        after a loss, a worker taking over posts again only what was posted since."""
+        now = time.monotonic()
+        last = self.events[follower.next_index - 1]
+        if not last.is_last and now - follower.recorded_at < _RECORD_DELIVERED_SECONDS:
+            return
+        follower.recorded_at = now
+        # ConditionFailed: the subscription went away with its connection.
+        with contextlib.suppress(ConditionFailed):
+            await self.aws(
+                self.dynamodb.update_item,
+                **stream_table.record_delivered(
+                    self.settings.table,
+                    request_id=self.request_id,
+                    connection_id=connection_id,
+                    seq=follower.next_index - 1,
+                ),
+            )
 
     async def _drop(self, connection_id: str) -> None:
         self._followers.pop(connection_id, None)

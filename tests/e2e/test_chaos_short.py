@@ -24,6 +24,7 @@ REPORT_LABELS = (
     "stream mismatches",
     "greedy mismatches",
     "over max_new_tokens",
+    "re-delivered",
     "DLQ",
     "jobs/s",
 )

@@ -139,6 +139,9 @@ def test_a_zombie_worker_writes_nothing_after_the_new_owner_claims(
         by_seq.setdefault(int(frame["seq"]), set()).add(json.dumps(frame, sort_keys=True))
     assert sorted(by_seq) == list(range(len(events)))
     assert all(len(copies) == 1 for copies in by_seq.values())
+    # The new owner resumed the follower after the last seq noted as posted to it (noted at the
+    # first post, before the freeze), not from the start.
+    assert [f["seq"] for f in follower.frames].count(0) == 1
     delivered = [json.loads(next(iter(by_seq[s]))) for s in sorted(by_seq)]
     assert "".join(f["output"]["text"] for f in delivered) == text
     woken = messages(stack.worker_log(0), request_id)

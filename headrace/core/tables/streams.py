@@ -291,6 +291,7 @@ class Subscription:
     endpoint: str
     from_seq: int
     attached_by: str | None
+    delivered_seq: int = -1  # the last seq a worker is known to have posted to it
 
     @classmethod
     def from_item(cls, item: Item) -> Subscription:
@@ -300,7 +301,27 @@ class Subscription:
             endpoint=item["endpoint"]["S"],
             from_seq=int(item["from_seq"]["N"]),
             attached_by=item["attached_by"]["S"] if "attached_by" in item else None,
+            delivered_seq=int(item["delivered_seq"]["N"]) if "delivered_seq" in item else -1,
         )
+
+    @property
+    def resume_seq(self) -> int:
+        """Where a worker taking over resumes: after what was known delivered. Events posted
+        since that record are posted again (clients drop seqs they have seen)."""
+        return max(self.from_seq, self.delivered_seq + 1)
+
+
+def record_delivered(
+    table: str, *, request_id: str, connection_id: str, seq: int
+) -> dict[str, Any]:
+    """Note that `seq` was posted to this subscription (never re-creating a deleted one)."""
+    return {
+        "TableName": table,
+        "Key": {"pk": job_key(request_id)["pk"], "sk": {"S": f"sub#{connection_id}"}},
+        "UpdateExpression": "SET delivered_seq = :seq",
+        "ConditionExpression": "attribute_exists(pk)",
+        "ExpressionAttributeValues": {":seq": {"N": str(seq)}},
+    }
 
 
 def attach_subscription(
@@ -308,9 +329,10 @@ def attach_subscription(
 ) -> dict[str, Any]:
     """Become the one who delivers to this subscription.
 
-    A worker may take over from a worker of an earlier attempt (it resends from `from_seq`;
-    clients drop seqs they have seen). Nobody takes over from a handler's replay, and a handler
-    never takes over from a worker: a worker delivers the last event before the job is final.
+    A worker may take over from a worker of an earlier attempt (it resends from the
+    subscription's `resume_seq`; clients drop seqs they have seen). Nobody takes over from a
+    handler's replay, and a handler never takes over from a worker: a worker delivers the last
+    event before the job is final.
     """
     condition = "attribute_exists(pk) AND (attribute_not_exists(attached_by)"
     if attacher != HANDLER_ATTACHMENT:

@@ -38,6 +38,10 @@ class Findings:
     greedy_mismatch: list[str] = field(default_factory=list)
     over_max_new_tokens: list[str] = field(default_factory=list)
     follower_problems: list[str] = field(default_factory=list)
+    # Events a follower got again (same seq, same content) after a worker loss: delivery is at
+    # least once; clients drop seqs they have seen. Reported, not a failure.
+    redelivered_events: int = 0
+    redelivered_streams: int = 0
     dlq_messages: int = 0
     dlq_not_final: list[str] = field(default_factory=list)
     dlq_final: Counter[str] = field(default_factory=Counter)
@@ -132,9 +136,14 @@ def check_followed(followed: Followed, view: dict[str, Any], found: Findings) ->
     for seq, copies in sorted(by_seq.items()):
         if len(set(copies)) > 1:
             found.follower_mismatch.append(f"{rid}: seq {seq} delivered with different content")
+    again = len(followed.frames) - len(by_seq)
+    if again:
+        found.redelivered_events += again
+        found.redelivered_streams += 1
     delivered_lasts = [f for f in followed.frames if is_last(f)]
-    if len(delivered_lasts) > 1:
-        found.double.append(f"{rid}: final event delivered {len(delivered_lasts)} times")
+    final_seqs = sorted({int(f["seq"]) for f in delivered_lasts})
+    if len(final_seqs) > 1:
+        found.double.append(f"{rid}: final events delivered at seqs {final_seqs}")
     found.follower_problems += [f"{rid} ({followed.door}): {p}" for p in followed.problems]
     if view["status"] not in FINAL:
         return

@@ -40,6 +40,8 @@ def report_lines(
         f" is not final  (final: {_counts(found.dlq_final) or 'none'})",
         f"  queue left          {found.queue_left} messages",
         f"  follower problems   {len(found.follower_problems)} (drops, refusals; not a failure)",
+        f"  re-delivered        {found.redelivered_events} events to {found.redelivered_streams}"
+        " followers (same seq and content after a worker loss; not a failure)",
         f"  jobs/s              {rate:.2f}  ({found.succeeded} succeeded in {seconds:.1f}s)",
     ]
 
