@@ -1,7 +1,8 @@
 """Headrace: queue-driven LLM completions (API Gateway, Lambda, SQS, DynamoDB, CTranslate2).
 
-`from headrace import Completion` loads the Python client on first use only: the Lambda
-handlers and the worker live in this package too, and every cold start pays for each import.
+`from headrace import Completion` (or `Model`) loads the Python client on first use only: the
+Lambda handlers and the worker live in this package too, and every cold start pays for each
+import.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
         CompletionTimeoutError,
         HeadraceClientError,
         HeadraceConnectionError,
+        Model,
         NotFoundError,
         RateLimitExceededError,
         ServerError,
@@ -30,6 +32,7 @@ __all__ = [
     "CompletionTimeoutError",
     "HeadraceClientError",
     "HeadraceConnectionError",
+    "Model",
     "NotFoundError",
     "RateLimitExceededError",
     "ServerError",

@@ -69,7 +69,11 @@ class QueueConsumer:
             clock=clock,
         )
         self.presence = Presence(
-            settings, dynamodb=dynamodb, worker_id=worker_id, models=list(runners), clock=clock
+            settings,
+            dynamodb=dynamodb,
+            worker_id=worker_id,
+            context_lengths={name: r.engine.max_context_tokens for name, r in runners.items()},
+            clock=clock,
         )
         self.streams = StreamOpener(
             settings, dynamodb=dynamodb, worker_id=worker_id, post=post, clock=clock

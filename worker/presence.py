@@ -1,5 +1,6 @@
 """Which models this worker serves, as the API's model endpoints see it: a presence record per
-model that lapses unless renewed, so a worker that dies stops counting on its own."""
+model that lapses unless renewed, so a worker that dies stops counting on its own. The record
+also says the context length the worker enforces for the model, which the listing publishes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Presence:
         *,
         dynamodb: Any,
         worker_id: str,
-        models: list[str],
+        context_lengths: dict[str, int],
         clock: Callable[[], float],
         aws: AwsCall = call_aws_async,
     ) -> None:
@@ -31,14 +32,14 @@ class Presence:
         self.ttl = settings.presence_ttl_seconds
         self.dynamodb = dynamodb
         self.worker_id = worker_id
-        self.models = models
+        self.context_lengths = context_lengths  # model -> its context length, in tokens
         self.clock = clock
         self.aws = aws
 
     async def announce(self) -> None:
         """Renew every model's record three times a lifetime, until cancelled."""
         while True:
-            for model in self.models:
+            for model in self.context_lengths:
                 try:
                     await self._put(model, until=self.clock() + self.ttl)
                 except TRANSIENT_ERRORS as e:
@@ -47,7 +48,7 @@ class Presence:
 
     async def withdraw(self) -> None:
         """End every model's record now (at shutdown)."""
-        for model in self.models:
+        for model in self.context_lengths:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._put(model, until=self.clock())
 
@@ -55,6 +56,10 @@ class Presence:
         await self.aws(
             self.dynamodb.put_item,
             **job_table.put_presence(
-                self.table, model=model, worker_id=self.worker_id, until=until
+                self.table,
+                model=model,
+                worker_id=self.worker_id,
+                until=until,
+                context_length=self.context_lengths[model],
             ),
         )

@@ -22,6 +22,7 @@ from headrace.core.contracts import (
     CompletionSyncResponse,
     JobView,
     ModelEndpoint,
+    ModelEndpointsResponse,
     StreamEvent,
     SubmitResponse,
 )
@@ -36,17 +37,13 @@ class ErrorResponse(BaseModel):
     )
 
 
-class ModelEndpointsResponse(BaseModel):
-    model_endpoints: list[ModelEndpoint]
-    default_model: str
-
-
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (CompletionRequest, "validation"),
     (SubmitResponse, "serialization"),
     (CompletionSyncResponse, "serialization"),
     (JobView, "serialization"),
     (ModelEndpointsResponse, "serialization"),
+    (ModelEndpoint, "serialization"),
     (ErrorResponse, "serialization"),
     (StreamEvent, "serialization"),
 ]
@@ -65,6 +62,14 @@ _ERRORS = {
     500: "Internal error, or the job FAILED (sync route)",
     503: "The job could not be enqueued (it is marked FAILED); retry",
 }
+
+
+_MODELS_NOTE = (
+    "LLM Engine's model-endpoint fields where they hold true: `inference_framework` is "
+    "`ctranslate2`, `source` and the deployment details are null. The LLM Engine client's "
+    "Model.list()/Model.get() reject these answers (their framework enum has no CTranslate2); "
+    "use Headrace's client."
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -166,13 +171,41 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_model_paths(),
+    }
+
+
+def _model_paths() -> dict[str, Any]:
+    return {
         routes.MODEL_ENDPOINTS: {
             "get": {
                 "operationId": "listModelEndpoints",
                 "summary": "The model zoo and whether a worker serves each model",
+                "description": _MODELS_NOTE,
                 "responses": {
                     "200": _json(ModelEndpointsResponse, "The models"),
                     **_errors(401, 429, 500),
+                },
+            }
+        },
+        routes.MODEL_ENDPOINT: {
+            "get": {
+                "operationId": "getModelEndpoint",
+                "summary": "One model of the zoo and whether a worker serves it",
+                "description": _MODELS_NOTE,
+                "parameters": [
+                    {
+                        "name": "model_endpoint_name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(ModelEndpoint, "The model"),
+                    **_errors(401),
+                    "404": _json(ErrorResponse, "No model of that name in the zoo"),
+                    **_errors(429, 500),
                 },
             }
         },

@@ -1,12 +1,14 @@
-"""The Headrace Python client: `Completion`, shaped like Scale's LLM Engine client.
+"""The Headrace Python client: `Completion` and `Model`, shaped like Scale's LLM Engine client.
 
-from headrace import Completion
+from headrace import Completion, Model
 
 response = Completion.create(model="headrace-tiny", prompt="The river", max_new_tokens=20)
 print(response.output.text)
 
 for response in Completion.create(prompt="The river", stream=True):
     print(response.output.text, end="")
+
+print([m.name for m in Model.list().model_endpoints], Model.get("headrace-tiny").status)
 """
 
 from headrace.client._config import (
@@ -27,6 +29,7 @@ from headrace.client.errors import (
     ServerError,
     UnauthorizedError,
 )
+from headrace.client.model import GetLLMEndpointResponse, ListLLMEndpointsResponse, Model
 from headrace.client.responses import CompletionStreamResponse, CompletionSyncResponse
 from headrace.core.contracts import CompletionOutput, JobView, StreamOutput, TokenOutput
 
@@ -39,9 +42,12 @@ __all__ = [
     "CompletionStreamResponse",
     "CompletionSyncResponse",
     "CompletionTimeoutError",
+    "GetLLMEndpointResponse",
     "HeadraceClientError",
     "HeadraceConnectionError",
     "JobView",
+    "ListLLMEndpointsResponse",
+    "Model",
     "NotFoundError",
     "RateLimitExceededError",
     "ServerError",

@@ -178,10 +178,50 @@ class SubmitResponse(BaseModel):
 
 
 class ModelEndpoint(BaseModel):
-    name: str
-    status: Literal["READY", "NO_WORKER"]
-    served: bool
-    artifact: str
+    """A model, in the shape of LLM Engine's model endpoint (`GetLLMModelEndpointV1Response`)
+    where a field has a true value, null where Headrace has none, plus Headrace's own fields.
+
+    The LLM Engine client's `Model.list()`/`Model.get()` reject it: their closed enum of
+    inference frameworks has no CTranslate2, and their only `source` is Hugging Face."""
+
+    id: None = Field(default=None, description="LLM Engine's generated endpoint id: none here")
+    name: str = Field(description="The model's name in the zoo; what a completion names")
+    model_name: str = Field(description="The base model: the name itself (no fine-tunes)")
+    source: None = Field(
+        default=None, description="Not recorded: an artifact may come from anywhere"
+    )
+    status: Literal["READY", "NO_WORKER"] = Field(
+        description="READY while a worker serves the model; NO_WORKER otherwise (its jobs "
+        "wait in the queue for one)"
+    )
+    inference_framework: Literal["ctranslate2"] = "ctranslate2"
+    inference_framework_tag: None = Field(
+        default=None, description="The worker's image tag: not known to the API"
+    )
+    num_shards: Literal[1] = Field(
+        default=1, description="A worker holds the whole model on one device"
+    )
+    quantize: None = Field(
+        default=None, description="The compute type is the worker's setting: not known to the API"
+    )
+    spec: None = Field(default=None, description="LLM Engine's deployment details: none here")
+    served: bool = Field(
+        description="Whether a worker's announcement of the model is current (renewed within "
+        "HEADRACE_PRESENCE_TTL_SECONDS, 30 s)"
+    )
+    artifact: str = Field(description="Where the CTranslate2 model directory is (S3 or a path)")
+    context_length: int | None = Field(
+        default=None,
+        description="Most tokens a job may take, prompt plus max_new_tokens, as the worker "
+        "that last announced the model enforces it; null if none has said",
+    )
+
+
+class ModelEndpointsResponse(BaseModel):
+    """What `GET /v1/llm/model-endpoints` answers (LLM Engine's list shape, plus the default)."""
+
+    model_endpoints: list[ModelEndpoint]
+    default_model: str
 
 
 # ---- Streaming (WebSocket events; also the LLM Engine SSE event shape) -----------------------

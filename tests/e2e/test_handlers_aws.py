@@ -1,7 +1,8 @@
 """The Lambda handlers of template.yaml, called as Lambda calls them, with the sample events of
 tests/events, over real boto3 clients against the moto server and the template's table and
 queue: what they refuse once they have read the caller's API key or connection record, and
-that a refusal leaves no job behind."""
+that a refusal leaves no job behind; and what the model endpoints read from a model's presence
+record."""
 
 from __future__ import annotations
 
@@ -210,3 +211,44 @@ def test_a_frame_on_an_unknown_connection_is_401(
     )
     assert stored_keys(aws, nothing_stored) == []
     assert_no_job(aws, nothing_stored)
+
+
+# --- model endpoints: what the model's presence record says
+
+
+MODEL_ROUTES = ["GET /v1/llm/model-endpoints", "GET /v1/llm/model-endpoints/{model_endpoint_name}"]
+
+
+def announced(route_key: str) -> tuple[str, bool, int | None]:
+    """(status, served, context_length) of the sample events' model, as the route answers."""
+    status, body = http_answer(route_key, load_event(HTTP_EVENTS[route_key]))
+    assert status == 200, body
+    [endpoint] = body.get("model_endpoints", [body])
+    return endpoint["status"], endpoint["served"], endpoint["context_length"]
+
+
+@pytest.mark.parametrize("route_key", MODEL_ROUTES)
+def test_a_model_shows_the_context_length_its_worker_announced(
+    route_key: str, aws: AwsClients, known_key_and_connection: ProvisionedResources
+) -> None:
+    table = known_key_and_connection.table_name
+    [model] = MODEL_ZOO
+
+    def announce(until: float, context_length: int | None) -> None:
+        aws.dynamodb.put_item(
+            **job_table.put_presence(
+                table, model=model, worker_id="w-1", until=until, context_length=context_length
+            )
+        )
+
+    try:
+        assert announced(route_key) == ("NO_WORKER", False, None)  # no worker ever came
+        announce(time.time() + 60, 2048)
+        assert announced(route_key) == ("READY", True, 2048)
+        announce(time.time() - 1, 2048)  # lapsed: the model's context is still what it was
+        assert announced(route_key) == ("NO_WORKER", False, 2048)
+        announce(time.time() + 60, None)  # a worker that does not say
+        assert announced(route_key) == ("READY", True, None)
+    finally:
+        aws.dynamodb.delete_item(TableName=table, Key=job_table.presence_key(model))
+    assert_no_job(aws, known_key_and_connection)

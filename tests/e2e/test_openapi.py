@@ -49,6 +49,10 @@ def test_the_stacks_answers_match_the_document(api: Api) -> None:
             request_id = answer["request_id"]
     job = api.wait(request_id)
     conforms(response_schema("/v1/llm/completions/{request_id}", "get", 200), job)
+    for name, status in ((DEV_MODEL_NAME, 200), ("nope", 404)):
+        answered, answer = api.call("GET", f"/v1/llm/model-endpoints/{name}")
+        assert answered == status
+        conforms(response_schema(routes.MODEL_ENDPOINT, "get", status), answer)
 
 
 def test_the_streamed_events_match_the_document(api: Api) -> None:

@@ -15,6 +15,7 @@ HTTP_EVENTS = {
     "POST /v1/llm/completions-sync": "http_submit_sync.json",
     "GET /v1/llm/completions/{request_id}": "http_get_completion.json",
     "GET /v1/llm/model-endpoints": "http_model_endpoints.json",
+    "GET /v1/llm/model-endpoints/{model_endpoint_name}": "http_get_model_endpoint.json",
 }
 WEBSOCKET_EVENTS = {
     "$connect": "ws_connect.json",

@@ -21,6 +21,11 @@ EXPECTED_ROUTES = {
     ("POST", "/v1/llm/completions-sync", "handlers.submit.handle_sync"),
     ("GET", "/v1/llm/completions/{request_id}", "handlers.status.handler"),
     ("GET", "/v1/llm/model-endpoints", "handlers.model_endpoints.handler"),
+    (
+        "GET",
+        "/v1/llm/model-endpoints/{model_endpoint_name}",
+        "handlers.model_endpoints.handle_get",
+    ),
 }
 
 # WebSocket route key -> the function serving it.
@@ -72,6 +77,7 @@ def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]
         "SubmitSyncFunction",
         "GetCompletionFunction",
         "ModelEndpointsFunction",
+        "GetModelEndpointFunction",
     }
     # The others serve the WebSocket API (no SAM event source: plain ApiGatewayV2 resources).
     assert set(functions) - set(http_functions) == set(WEBSOCKET_FUNCTIONS.values())
@@ -135,7 +141,7 @@ def test_functions_get_least_privilege(template: dict[str, Any]) -> None:
             "sqs:GetQueueUrl",
             "sqs:SendMessage",
         }
-    for name in ("GetCompletionFunction", "ModelEndpointsFunction"):
+    for name in ("GetCompletionFunction", "ModelEndpointsFunction", "GetModelEndpointFunction"):
         assert _policy_actions(resources[name]) == {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
 
 

@@ -5,7 +5,8 @@ One table, keys `pk`/`sk`:
 - `worker#<worker_id>` / `lease`: until when a worker is alive (headrace.core.tables.leases).
 - `apikey#<sha256 of key>` / `apikey`: an API key that may call the API (its id is the hash).
   Its open WebSocket connections are listed in the same partition (headrace.core.tables.api_keys).
-- `model#<name>` / `presence`: until when a worker serves the model.
+- `model#<name>` / `presence`: until when a worker serves the model, and the context length
+  that worker enforces for it (absent when the worker did not say).
 
 Request builders here are pure (kwargs for the low-level client) so the handlers' boto3 client
 and the worker's aioboto3 client share one definition of every state transition.
@@ -175,16 +176,18 @@ def put_api_key(table: str, api_key: str, *, name: str, now: float) -> dict[str,
     }
 
 
-def put_presence(table: str, *, model: str, worker_id: str, until: float) -> dict[str, Any]:
-    return {
-        "TableName": table,
-        "Item": {
-            **presence_key(model),
-            "worker_id": {"S": worker_id},
-            "served_until": _n(until),
-            "expires_at": _n(int(until) + 3600),
-        },
+def put_presence(
+    table: str, *, model: str, worker_id: str, until: float, context_length: int | None = None
+) -> dict[str, Any]:
+    item = {
+        **presence_key(model),
+        "worker_id": {"S": worker_id},
+        "served_until": _n(until),
+        "expires_at": _n(int(until) + 3600),
     }
+    if context_length is not None:
+        item["context_length"] = _n(context_length)
+    return {"TableName": table, "Item": item}
 
 
 def get_presences(table: str, models: list[str]) -> dict[str, Any]:
@@ -193,5 +196,20 @@ def get_presences(table: str, models: list[str]) -> dict[str, Any]:
     }
 
 
-def served_until(item: Item) -> tuple[str, float]:
-    return item["pk"]["S"].removeprefix("model#"), float(item["served_until"]["N"])
+@dataclass(frozen=True)
+class ModelPresence:
+    """What the last worker to announce a model said: until when it serves it, and the context
+    length (prompt plus new tokens) it enforces, if it said."""
+
+    model: str
+    served_until: float
+    context_length: int | None
+
+
+def model_presence(item: Item) -> ModelPresence:
+    declared = item.get("context_length")
+    return ModelPresence(
+        model=item["pk"]["S"].removeprefix("model#"),
+        served_until=float(item["served_until"]["N"]),
+        context_length=int(declared["N"]) if declared else None,
+    )
