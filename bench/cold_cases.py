@@ -209,6 +209,12 @@ CASES = [
         200,
         lambda f: _http(f, "GET", routes.MODEL_ENDPOINTS),
     ),
+    Case(
+        "handlers.model_endpoints.handle_get",
+        f"GET {routes.MODEL_ENDPOINT}",
+        200,
+        lambda f: _http(f, "GET", routes.MODEL_ENDPOINT.format(model_endpoint_name=f.model)),
+    ),
     Case("handlers.websocket.connect", "$connect", 200, _connect),
     Case("handlers.websocket.disconnect", "$disconnect", 200, _disconnect),
     Case(
