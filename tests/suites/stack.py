@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -75,6 +77,16 @@ def add_api_key(stack: LocalStack, aws: AwsClients, api_key: str) -> None:
     aws.dynamodb.put_item(
         **job_table.put_api_key(stack.resources.table_name, api_key, name="suite", now=time.time())
     )
+
+
+def run_suite(name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A suite's `main`: SIGTERM unwinds like Ctrl-C, and either ends with exit status 130."""
+    exit_cleanly_on_sigterm()
+    try:
+        return run(args)
+    except KeyboardInterrupt as e:
+        print(f"{name}: interrupted ({e}); every process it started was stopped", file=sys.stderr)
+        return 130
 
 
 def exit_cleanly_on_sigterm() -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tests.suites.chaos.run import run
-from tests.suites.stack import add_place_arguments, exit_cleanly_on_sigterm
+from tests.suites.stack import add_place_arguments, run_suite
 
 
 def seconds_range(text: str) -> tuple[float, float]:
@@ -54,13 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    try:
-        return run(args)
-    except KeyboardInterrupt as e:
-        print(f"chaos: interrupted ({e}); every process it started was stopped", file=sys.stderr)
-        return 130
+    return run_suite("chaos", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 
 from tests.suites.fuzz.run import run
 from tests.suites.fuzz.schema_run import DEFAULT_CHECKS
-from tests.suites.stack import add_place_arguments, exit_cleanly_on_sigterm
+from tests.suites.stack import add_place_arguments, run_suite
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,13 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    try:
-        return run(args)
-    except KeyboardInterrupt as e:
-        print(f"fuzz: interrupted ({e}); every process it started was stopped", file=sys.stderr)
-        return 130
+    return run_suite("fuzz", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tests.suites.soak.run import GROWTH_FLOOR_MIB, run
-from tests.suites.stack import add_place_arguments, exit_cleanly_on_sigterm
+from tests.suites.stack import add_place_arguments, run_suite
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,13 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    exit_cleanly_on_sigterm()
-    try:
-        return run(args)
-    except KeyboardInterrupt as e:
-        print(f"soak: interrupted ({e}); every process it started was stopped", file=sys.stderr)
-        return 130
+    return run_suite("soak", run, parse_args(argv))
 
 
 if __name__ == "__main__":
