@@ -17,6 +17,7 @@ import aiohttp
 
 from headrace.core.tables import streams as stream_table
 from headrace.dev.stack import LocalStack
+from infra.provision import AwsClients
 from tests.e2e.lease_support import (
     assert_one_stream,
     aws_clients,
@@ -72,6 +73,14 @@ class Follower:
                     return
 
 
+def noted_seq(aws: AwsClients, table: str, request_id: str) -> int:
+    """The last seq noted as posted to the job's one subscription (-1: none yet)."""
+    items: list[Any] = aws.dynamodb.query(**stream_table.query_subscriptions(table, request_id))[
+        "Items"
+    ]
+    return max((stream_table.Subscription.from_item(i).delivered_seq for i in items), default=-1)
+
+
 def test_a_zombie_worker_writes_nothing_after_the_new_owner_claims(
     model_home: Path, tmp_path: Path, dev_model_dir: Path
 ) -> None:
@@ -91,6 +100,9 @@ def test_a_zombie_worker_writes_nothing_after_the_new_owner_claims(
         wait_until(lambda: len(stored_items(aws, table, request_id)) >= 2, 60, "first chunks")
         follower = Follower(stack, request_id)
         wait_until(lambda: follower.frames, 30, "the worker to post to the follower")
+        # The note of what was posted to it is written after the post; on a loaded machine it
+        # can land a while later, and the freeze must come after it for the resume asserted below.
+        wait_until(lambda: noted_seq(aws, table, request_id) >= 0, 30, "the delivery note")
         wait_until(lambda: len(stored_items(aws, table, request_id)) >= 3, 60, "more chunks")
 
         os.kill(zombie.pid, signal.SIGSTOP)
