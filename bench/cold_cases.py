@@ -11,12 +11,14 @@ import base64
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from headrace.core import routes
+from headrace.core.contracts import CompletionRequest
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.apigw import build_event, forwarding_headers, new_request_id
@@ -181,6 +183,34 @@ def _message(facts: StackFacts, route_key: str, frame: dict[str, Any]) -> Reques
     return Request(event, first_call)
 
 
+def _queued_job(facts: StackFacts) -> str:
+    """A job of the API key recorded QUEUED (no message): what a cancel cancels at once."""
+    request_id = str(uuid.uuid4())
+    facts.dynamodb.put_item(
+        **job_table.put_new_job(
+            facts.table_name,
+            request_id=request_id,
+            owner=job_table.hash_api_key(facts.api_key),
+            model=facts.model,
+            request=CompletionRequest(**PROMPT),
+            now=time.time(),
+            ttl_seconds=3600,
+        )
+    )
+    return request_id
+
+
+def _failed_job(facts: StackFacts) -> str:
+    """A job of the API key recorded FAILED: what a retry queues again."""
+    request_id = _queued_job(facts)
+    facts.dynamodb.update_item(
+        **job_table.fail_queued_job(
+            facts.table_name, request_id, reason="for the cold start", now=time.time()
+        )
+    )
+    return request_id
+
+
 CASES = [
     Case(
         "handlers.submit.handle_async",
@@ -202,6 +232,18 @@ CASES = [
         f"GET {routes.COMPLETION}",
         200,
         lambda f: _http(f, "GET", routes.COMPLETION.format(request_id=f.job_id)),
+    ),
+    Case(
+        "handlers.cancel.handler",
+        f"POST {routes.COMPLETION_CANCEL}",
+        200,
+        lambda f: _http(f, "POST", routes.COMPLETION_CANCEL.format(request_id=_queued_job(f))),
+    ),
+    Case(
+        "handlers.retry.handler",
+        f"POST {routes.COMPLETION_RETRY}",
+        202,
+        lambda f: _http(f, "POST", routes.COMPLETION_RETRY.format(request_id=_failed_job(f))),
     ),
     Case(
         "handlers.model_endpoints.handler",
@@ -230,6 +272,12 @@ CASES = [
         lambda f: _message(
             f, "subscribe", {"action": "subscribe", "request_id": f.job_id, "from_seq": 0}
         ),
+    ),
+    Case(
+        "handlers.websocket.cancel",
+        "cancel",
+        200,
+        lambda f: _message(f, "cancel", {"action": "cancel", "request_id": _queued_job(f)}),
     ),
     Case(
         "handlers.websocket.default",

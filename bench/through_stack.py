@@ -21,7 +21,7 @@ import aiohttp
 
 from bench.jobs import Job
 
-FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 
 
 class LogTail:

@@ -1,4 +1,4 @@
-"""WebSocket API routes: $connect, $disconnect, complete, subscribe, $default.
+"""WebSocket API routes: $connect, $disconnect, complete, subscribe, cancel, $default.
 
 Route responses (two-way routes) carry the acknowledgement or an error event; stream events
 arrive through the management API, possibly before the acknowledgement.
@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from handlers.http import camel_case
+from headrace.api import idempotency, job_control
 from headrace.api import websocket as websocket_api
 from headrace.api.services import ApiServices, default_services
 from headrace.core.contracts import (
@@ -23,6 +24,7 @@ from headrace.core.contracts import (
     describe_validation_error,
     parse_completion_request,
 )
+from headrace.core.control import CancelAck, CancelFrame
 from headrace.core.errors import HeadraceError, InvalidRequest
 from headrace.core.logs import request_context
 
@@ -120,9 +122,11 @@ def _frame(event: WebSocketEvent) -> dict[str, Any]:
 @route
 def complete(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
     conn = websocket_api.connection(svc, event.request_context.connection_id)
-    fields = {k: v for k, v in _frame(event).items() if k != "action"}
+    frame = _frame(event)
+    key = idempotency.key_from_frame(frame)
+    fields = {k: v for k, v in frame.items() if k not in ("action", idempotency.FRAME_FIELD)}
     request = parse_completion_request(json.dumps(fields))
-    return _reply(websocket_api.complete(svc, conn, request))
+    return _reply(websocket_api.complete(svc, conn, request, key))
 
 
 @route
@@ -134,6 +138,17 @@ def subscribe(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
         raise InvalidRequest(describe_validation_error(e)) from e
     ack = websocket_api.subscribe(svc, conn, request_id=frame.request_id, from_seq=frame.from_seq)
     return _reply(ack)
+
+
+@route
+def cancel(event: WebSocketEvent, svc: ApiServices) -> dict[str, Any]:
+    conn = websocket_api.connection(svc, event.request_context.connection_id)
+    try:
+        frame = CancelFrame.model_validate(_frame(event))
+    except ValidationError as e:
+        raise InvalidRequest(describe_validation_error(e)) from e
+    answer = job_control.cancel(svc, owner=conn.owner, request_id=frame.request_id)
+    return _reply(CancelAck(**answer.model_dump()))
 
 
 @route

@@ -36,6 +36,8 @@ __all__ = [
 # Logical ids of template.yaml that Settings needs.
 JOBS_QUEUE = "JobsQueue"
 JOBS_DLQ = "JobsDeadLetterQueue"
+BATCH_QUEUE = "BatchJobsQueue"
+BATCH_DLQ = "BatchJobsDeadLetterQueue"
 JOBS_TABLE = "JobsTable"
 MODELS_BUCKET = "ModelsBucket"
 
@@ -51,6 +53,10 @@ class ProvisionedResources:
     dlq_url: str
     bucket_name: str
     _: KW_ONLY
+    batch_queue_name: str = ""  # the batch lane's queues ("": the template has none)
+    batch_queue_url: str = ""
+    batch_dlq_name: str = ""
+    batch_dlq_url: str = ""
     queue_arn: str = ""
     dlq_arn: str = ""
     table_arn: str = ""
@@ -63,7 +69,12 @@ class ProvisionedResources:
 
 def settings_overrides(resources: ProvisionedResources) -> dict[str, str]:
     """HEADRACE_* environment for Settings, matching the template's function environment."""
+    lanes = {
+        "HEADRACE_BATCH_QUEUE_NAME": resources.batch_queue_name,
+        "HEADRACE_BATCH_DLQ_NAME": resources.batch_dlq_name,
+    }
     return {
+        **{name: value for name, value in lanes.items() if value},
         "HEADRACE_REGION": resources.region,
         "HEADRACE_TABLE_NAME": resources.table_name,
         "HEADRACE_QUEUE_NAME": resources.queue_name,
@@ -119,6 +130,10 @@ def provision(
         dlq_name=stack.attrs[JOBS_DLQ]["QueueName"],
         dlq_url=stack.refs[JOBS_DLQ],
         bucket_name=stack.refs[MODELS_BUCKET],
+        batch_queue_name=stack.attrs.get(BATCH_QUEUE, {}).get("QueueName", ""),
+        batch_queue_url=stack.refs.get(BATCH_QUEUE, ""),
+        batch_dlq_name=stack.attrs.get(BATCH_DLQ, {}).get("QueueName", ""),
+        batch_dlq_url=stack.refs.get(BATCH_DLQ, ""),
         queue_arn=stack.attrs[JOBS_QUEUE]["Arn"],
         dlq_arn=stack.attrs[JOBS_DLQ]["Arn"],
         table_arn=stack.attrs[JOBS_TABLE]["Arn"],

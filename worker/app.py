@@ -100,7 +100,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             runners=runners,
             worker_id=worker_id,
             post=post,
-            dlq_url=await _dead_letter_queue_url(sqs, settings),
+            dlq_url=await _queue_url_or_none(sqs, settings.dlq_name, "dead-letter queue"),
+            batch_queue_url=await _queue_url_or_none(sqs, settings.batch_queue_name, "batch lane"),
+            batch_dlq_url=await _queue_url_or_none(
+                sqs, settings.batch_dlq_name, "batch lane's dead-letter queue"
+            ),
             heartbeat_clients=heartbeat,
         )
         try:
@@ -110,12 +114,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 runner.engine.close()
 
 
-async def _dead_letter_queue_url(sqs: Any, settings: Settings) -> str | None:
-    """The dead-letter queue this worker watches (worker/dead_letters.py); None: none found."""
+async def _queue_url_or_none(sqs: Any, name: str, what: str) -> str | None:
+    """The URL of a queue the worker can do without (a dead-letter queue it watches, the batch
+    lane); None, with a warning, if it is not there."""
     try:
-        found = await call_aws_async(sqs.get_queue_url, QueueName=settings.dlq_name)
+        found = await call_aws_async(sqs.get_queue_url, QueueName=name)
     except HeadraceError as e:
-        logger.warning("not watching the dead-letter queue %s: %s", settings.dlq_name, e.detail)
+        logger.warning("not using the %s %s: %s", what, name, e.detail)
         return None
     return str(found["QueueUrl"])
 

@@ -16,6 +16,10 @@ all the jobs it holds, and starts one batch of the plan each time a replica is f
   waits for ever behind jobs that batch better. (Counting how often a job was passed over
   instead made a burst run its batches in arrival order: with two replicas most of a burst is
   passed over twice before it can start.)
+
+Interactive jobs go first (`select_batch_in_lanes`): a batch is planned from them alone, and
+its spare room filled with batch-lane jobs that decode alike, oldest first. A batch-lane job
+held for MAX_WAIT_S competes with the rest as above, so a held batch job is never starved.
 """
 
 from __future__ import annotations
@@ -82,3 +86,23 @@ def select_batch(pending: Sequence[J], max_batch_size: int, now: float) -> list[
     if now - oldest.held_since >= MAX_WAIT_S:
         return next(b for b in batches if oldest in b)
     return max(batches, key=work)
+
+
+def select_batch_in_lanes(
+    interactive: Sequence[J], batch_lane: Sequence[J], max_batch_size: int, now: float
+) -> list[J]:
+    """The batch to start now when some jobs are interactive (see the module doc)."""
+    overdue = any(now - j.held_since >= MAX_WAIT_S for j in batch_lane)
+    if not interactive or overdue:
+        return select_batch([*interactive, *batch_lane], max_batch_size, now)
+    chosen = select_batch(interactive, max_batch_size, now)
+    shortest = min(len(j.prompt) for j in chosen)
+    longest = max(len(j.prompt) for j in chosen)
+    for job in sorted(batch_lane, key=lambda j: j.held_since):
+        if len(chosen) >= max_batch_size:
+            break
+        low, high = min(shortest, len(job.prompt)), max(longest, len(job.prompt))
+        if job.params == chosen[0].params and high - low <= MAX_PROMPT_SPREAD:
+            chosen.append(job)
+            shortest, longest = low, high
+    return sorted(chosen, key=lambda j: len(j.prompt))

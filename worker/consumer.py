@@ -27,8 +27,10 @@ from headrace.core.settings import Settings
 from headrace.core.tables.jobs import JobRecord
 from worker.dead_letters import DeadLetters
 from worker.endings import JobEndings
+from worker.halts import Halt, Halts
 from worker.intake import Intake
 from worker.job_queue import JobQueue
+from worker.lanes import LaneQueues
 from worker.leases import Leases
 from worker.lifecycle import JobLifecycle, LeaseLost, NotClaimed, ToEnd
 from worker.presence import Presence
@@ -52,6 +54,8 @@ class QueueConsumer:
         worker_id: str,
         post: Post,
         dlq_url: str | None = None,
+        batch_queue_url: str | None = None,
+        batch_dlq_url: str | None = None,
         heartbeat_clients: tuple[Any, Any] | None = None,  # (sqs, dynamodb) of its own
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,11 +63,13 @@ class QueueConsumer:
         self.runners = runners
         self.worker_id = worker_id
         self.clock = clock
-        self.queue = JobQueue(sqs=sqs, queue_url=queue_url)
+        interactive = JobQueue(sqs=sqs, queue_url=queue_url)
+        batch = JobQueue(sqs=sqs, queue_url=batch_queue_url) if batch_queue_url else None
+        self.queue = LaneQueues(interactive, batch, batch_share=settings.batch_lane_share)
         self.lifecycle = JobLifecycle(settings, dynamodb=dynamodb, worker_id=worker_id, clock=clock)
         beat_sqs, beat_dynamodb = heartbeat_clients or (sqs, dynamodb)
         self.leases = Leases(
-            JobQueue(sqs=beat_sqs, queue_url=queue_url),
+            self.queue.with_client(beat_sqs),
             JobLifecycle(settings, dynamodb=beat_dynamodb, worker_id=worker_id, clock=clock),
             visibility_timeout=settings.visibility_timeout_seconds,
             clock=clock,
@@ -78,25 +84,27 @@ class QueueConsumer:
         self.streams = StreamOpener(
             settings, dynamodb=dynamodb, worker_id=worker_id, post=post, clock=clock
         )
+        self.halts = Halts(self.streams.subscriber_watch)  # cancels and deadlines
         self.endings = JobEndings(
             lifecycle=self.lifecycle,
             queue=self.queue,
             streams=self.streams,
             max_attempts=settings.max_attempts,
         )
-        self.dead_letters = (
+        # Each lane's dead-letter queue is watched; a message redriven goes back to its lane.
+        self.dead_letters = [
             DeadLetters(
-                dlq=JobQueue(sqs=sqs, queue_url=dlq_url),
-                jobs=self.queue,
+                dlq=JobQueue(sqs=sqs, queue_url=lane_dlq_url),
+                jobs=lane_queue,
                 lifecycle=self.lifecycle,
                 give_up=self.endings.give_up,
                 max_attempts=settings.max_attempts,
                 interval=settings.dead_letter_check_seconds,
                 clock=clock,
             )
-            if dlq_url
-            else None
-        )
+            for lane_queue, lane_dlq_url in ((interactive, dlq_url), (batch, batch_dlq_url))
+            if lane_queue is not None and lane_dlq_url
+        ]
         self.intake = Intake(
             self.queue,
             runners,
@@ -119,8 +127,8 @@ class QueueConsumer:
             asyncio.create_task(self.streams.subscriber_watch.run(), name="subscriber-watch")
         )
         background.append(asyncio.create_task(self.presence.announce(), name="presence"))
-        if self.dead_letters is not None:
-            background.append(asyncio.create_task(self.dead_letters.run(), name="dead-letters"))
+        for dead_letters in self.dead_letters:
+            background.append(asyncio.create_task(dead_letters.run(), name="dead-letters"))
         self.intake.start()
         logger.info(
             "worker ready", extra={"worker_id": self.worker_id, "capacity": self.intake.capacity}
@@ -189,7 +197,9 @@ class QueueConsumer:
         self.leases.hold(receipt, record, visible_at, attempt=not isinstance(claim, ToEnd))
         try:
             opened = await self.streams.open(job, record)
-            if isinstance(claim, ToEnd) or opened.ended is not None:
+            # Cancelled, or past its deadline, already: it ends undecoded (worker/endings.py).
+            halted = record.halt_due(self.clock()) is not None
+            if isinstance(claim, ToEnd) or opened.ended is not None or halted:
                 arrival.done()
                 reason = claim.reason if isinstance(claim, ToEnd) else ""
                 await self.endings.end_unrun(record, receipt, opened, reason)
@@ -228,8 +238,14 @@ class QueueConsumer:
             },
         )
         watch = Watch(ProgressSignal(asyncio.get_running_loop()))
+        halt = self.halts.start(
+            job.request_id,
+            record.deadline,
+            on_due=self.runners[job.model].halt_waiting,
+            tokens=lambda: watch.progress(since=1 << 62).num_tokens if watch.source else 0,
+        )
         following = asyncio.create_task(publisher.follow(watch))
-        decoding = asyncio.create_task(self._complete(job, watch, opened, arrival))
+        decoding = asyncio.create_task(self._complete(job, watch, opened, arrival, halt))
         try:
             await asyncio.wait({decoding, following}, return_when=asyncio.FIRST_EXCEPTION)
             if _lost(following):
@@ -248,19 +264,24 @@ class QueueConsumer:
             except HeadraceError as e:
                 logger.warning("streaming failed; the result is stored all the same: %s", e.detail)
         finally:
+            self.halts.stop(job.request_id)
             for task in (following, decoding):
                 task.cancel()
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: what it raised is handled above or moot now
-        await self._succeed(record, receipt, decoded, job.submitted_at, received_at, publisher)
+        await self._succeed(
+            record, receipt, decoded, job.submitted_at, received_at, publisher, halt
+        )
 
     async def _complete(
-        self, job: JobMessage, watch: Watch, opened: OpenedStream, arrival: Arrival
+        self, job: JobMessage, watch: Watch, opened: OpenedStream, arrival: Arrival, halt: Halt
     ) -> Decoded:
         # On its way until the very step that hands it to the scheduler: never neither.
         arrival.done()
         runner = self.runners[job.model]
-        return await runner.complete(job.request_id, job.request, watch=watch, resume=opened.resume)
+        return await runner.complete(
+            job.request_id, job.request, watch=watch, resume=opened.resume, halt=halt
+        )
 
     async def _succeed(
         self,
@@ -270,10 +291,15 @@ class QueueConsumer:
         submitted_at: float,
         received_at: float,
         publisher: StreamPublisher,
+        halt: Halt,
     ) -> None:
-        """Store the result, delete the message, deliver to late subscribers."""
+        """Store the result (partial if it stopped early), delete the message, deliver to late
+        subscribers."""
         output = decoded.output
-        stored = await self.lifecycle.succeed(record, output)
+        if halt.stopped is not None:
+            stored = await self.lifecycle.halt(record, halt.stopped, output)
+        else:
+            stored = await self.lifecycle.succeed(record, output)
         if stored is None:
             # Another worker owns the job now: its result stands.
             raise LeaseLost("lease lost before the result was stored; discarding this result")
@@ -281,8 +307,11 @@ class QueueConsumer:
         finished_at = self.clock()
         first = decoded.first_token_at
         logger.info(
-            "job succeeded",
+            f"job {halt.stopped.value.lower().replace('_', ' ')}"
+            if halt.stopped
+            else "job succeeded",
             extra={
+                "stopped_at": halt.stopped_at,
                 "completion_tokens": output.num_completion_tokens,
                 "prompt_tokens": output.num_prompt_tokens,
                 "submit_to_first_token_ms": _ms(first - submitted_at) if first else None,

@@ -110,12 +110,14 @@ class DeadLetters:
             reason = "gave up: no worker claimed the job before its message was dead-lettered"
             error = JobError(message=reason, type="decode_failed")
             return await self.lifecycle.fail_unrecorded(job, error)
+        await self.lifecycle.note_dead_lettered(record)
         if record.status.is_final:
             return True
         running = record.status is JobStatus.RUNNING
         lease = await self.lifecycle.lease_of(record.lease_owner) if running else 0.0
         live = lease > self.clock()
-        if record.redriven < self.max_attempts and (live or record.attempts < self.max_attempts):
+        left = record.has_attempts_left(self.max_attempts)
+        if record.redriven < self.max_attempts and (live or left):
             if not await self.lifecycle.count_redrive(record):
                 return False  # it changed meanwhile: look again at the next check
             delay = math.ceil(lease - self.clock()) + 1 if live else 0

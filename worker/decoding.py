@@ -12,9 +12,10 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
-from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
+from headrace.core.contracts import CompletionOutput, CompletionRequest, JobStatus, TokenOutput
 from headrace.core.errors import ModelLoadError
 from worker.engine import SamplingParams, Step
+from worker.halts import Halt
 from worker.progress import Progress
 
 # Below this a temperature samples like greedy decoding, its limit at 0; near float32's
@@ -92,6 +93,8 @@ class ItemDecoder:
     first_token_at: float | None = None  # wall clock, comparable with the submit time
     # safe_len after each generated token: the text each token made visible.
     visible_after: list[int] = field(default_factory=list)
+    stopper: Halt | None = None  # why to stop early, if ever (worker/halts.py)
+    halted: JobStatus | None = None  # stopped before its end: cancelled or timed out
     # What a stream may show, published as one tuple so the event loop reads a consistent view
     # while the engine's thread decodes: (visible text, tokens generated, finished).
     _published: tuple[str, int, bool] = field(default=("", 0, False), init=False)
@@ -124,6 +127,7 @@ class ItemDecoder:
             token_ids=tuple(self.token_ids[since:num_tokens]),
             visible_after=tuple(self.visible_after[since:num_tokens]),
             tokens=tuple(self.tokens[since:num_tokens]),
+            halted=self.halted if finished else None,
         )
 
     def on_step(self, step: Step) -> bool:
@@ -139,9 +143,24 @@ class ItemDecoder:
         if not stop and (step.is_last or self.num_completion_tokens >= self.request.max_new_tokens):
             self._finish()
             stop = True
+        if not stop and self.halt_if_due():
+            stop = True  # the token is kept: it was generated, and it ends the partial text
         self.visible_after.append(self.safe_len)
         self._published = (self.text[: self.safe_len], self.num_completion_tokens, self.finished)
         return stop
+
+    def halt_if_due(self) -> bool:
+        """Stop here, before the end, if the job's halt is due (a cancel, its deadline): what
+        was generated is the result. True if it stopped."""
+        if self.stopper is None or self.finished:
+            return False
+        reason = self.stopper.due()
+        if reason is None:
+            return False
+        self.halted = reason  # before finishing: whoever sees it finished sees why
+        self.stopper.stopped, self.stopper.stopped_at = reason, time.time()
+        self._finish()
+        return True
 
     def resume(self, token_ids: list[int], tokens: list[TokenOutput]) -> None:
         """Replay the tokens an earlier attempt generated (and streamed) before continuing."""

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 
-from headrace.core.contracts import JobError, JobMessage
+from headrace.core.contracts import JobError, JobMessage, JobStatus
+from headrace.core.control import halted_event, halted_status
 from headrace.core.errors import HeadraceError
 from headrace.core.tables.jobs import JobRecord
-from worker.job_queue import JobQueue
+from worker.job_queue import MessageQueue
 from worker.lifecycle import JobLifecycle, LeaseLost, attempts
 from worker.publisher import StreamPublisher
 from worker.scheduler import DecodeFailed, RequestRefused
@@ -31,7 +32,7 @@ class JobEndings:
         self,
         *,
         lifecycle: JobLifecycle,
-        queue: JobQueue,
+        queue: MessageQueue,
         streams: StreamOpener,
         max_attempts: int,
     ) -> None:
@@ -53,7 +54,7 @@ class JobEndings:
                 record, receipt, publisher, JobError(message=e.detail, type="invalid_request")
             )
             return
-        if record.attempts >= self.max_attempts:
+        if not record.has_attempts_left(self.max_attempts):
             logger.error("job failed for good", extra={"attempts": record.attempts})
             message = f"failed after {attempts(record.attempts)}: {e.detail}"
             await self.fail(
@@ -79,9 +80,13 @@ class JobEndings:
     async def end_unrun(
         self, record: JobRecord, receipt: str | None, opened: OpenedStream, reason: str
     ) -> None:
-        """End a job without decoding: as its stored stream ended, or else FAILED with
-        `reason` (a job out of attempts)."""
+        """End a job without decoding: as its stored stream ended, else as a cancel or its
+        deadline asks, or else FAILED with `reason` (a job out of attempts)."""
         ended, publisher = opened.ended, opened.publisher
+        halted = record.halt_due(self.lifecycle.clock()) if ended is None else None
+        if halted is not None:
+            await self.end_halted(record, receipt, opened, halted)
+            return
         if ended is None:
             logger.error("giving up on the job: %s", reason)
             await self.fail(
@@ -90,7 +95,10 @@ class JobEndings:
             return
         # The worker that stored the last event may have died before it posted it.
         await publisher.catch_up()
-        if ended.error is not None:
+        halted = halted_status(ended)
+        if halted is not None:
+            stored = await self.lifecycle.halt(record, halted, opened.output())
+        elif ended.error is not None:
             refused = ended.error.status_code == 400
             error = JobError(
                 message=ended.error.content.error,
@@ -105,6 +113,31 @@ class JobEndings:
         if receipt is not None:
             await self.queue.delete(receipt)
         await publisher.sweep(stored.subscriptions)
+
+    async def end_halted(
+        self, record: JobRecord, receipt: str | None, opened: OpenedStream, status: JobStatus
+    ) -> None:
+        """End a job undecoded (now), CANCELLED or TIMED_OUT (`status`): what earlier attempts
+        streamed of it is its output; no GPU time is spent on it."""
+        output = opened.partial_output()
+        last = halted_event(
+            record.request_id,
+            status,
+            text="",
+            num_prompt_tokens=None,
+            num_completion_tokens=output.num_completion_tokens,
+        )
+        await opened.publisher.end_with(last)
+        stored = await self.lifecycle.halt(record, status, output)
+        if stored is None:
+            raise LeaseLost("the job was taken over before its end was stored")
+        logger.info(
+            f"job {status.value.lower().replace('_', ' ')} before it was decoded",
+            extra={"completion_tokens": output.num_completion_tokens},
+        )
+        if receipt is not None:
+            await self.queue.delete(receipt)
+        await opened.publisher.sweep(stored.subscriptions)
 
     async def give_up(self, job: JobMessage, record: JobRecord, reason: str) -> bool:
         """Lease the job, still as `record` shows it, only to end it (FAILED with `reason`,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from headrace.core.aws_calls import TRANSIENT_ERRORS
 from headrace.core.contracts import JobMessage
-from worker.job_queue import JobQueue
+from worker.job_queue import MessageQueue
 from worker.scheduler import Arrival, ModelRunner
 
 logger = logging.getLogger("headrace.worker")
@@ -31,7 +31,7 @@ Handler = Callable[
 class Intake:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: MessageQueue,
         runners: dict[str, ModelRunner],
         handle: Handler,
         *,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from headrace.core.aws_calls import AwsCall, call_aws_async
 from headrace.core.errors import HeadraceError
@@ -19,6 +19,21 @@ RECEIVE_LIMIT = 10  # messages a ReceiveMessage may return
 VISIBILITY_BATCH_LIMIT = 10  # entries a ChangeMessageVisibilityBatch may carry
 MAX_VISIBILITY_S = 43_200  # the longest SQS keeps a message out of sight (12 hours)
 MAX_DELAY_S = 900  # the longest SQS delays a message sent (15 minutes)
+
+
+class MessageQueue(Protocol):
+    """What the worker does with the messages it holds: one queue (JobQueue) or both lanes
+    (worker.lanes.LaneQueues)."""
+
+    async def receive(
+        self, *, max_messages: int, wait_seconds: int, hide_seconds: int | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def delete(self, receipt: str) -> None: ...
+
+    async def set_visibility(self, receipt: str, seconds: int) -> None: ...
+
+    async def extend_visibility(self, receipts: list[str], seconds: int) -> dict[str, str]: ...
 
 
 class JobQueue:

@@ -24,7 +24,7 @@ from headrace.core.aws_calls import TRANSIENT_ERRORS
 from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
 from headrace.core.tables.jobs import JobRecord
-from worker.job_queue import JobQueue
+from worker.job_queue import MessageQueue
 from worker.lifecycle import JobLifecycle
 
 logger = logging.getLogger("headrace.worker")
@@ -51,7 +51,7 @@ class Beat:
 class Leases:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: MessageQueue,
         lifecycle: JobLifecycle,
         *,
         visibility_timeout: int,

@@ -21,6 +21,7 @@ from headrace.core.aws_calls import AwsCall, call_aws_async
 from headrace.core.contracts import CompletionOutput, JobError, JobMessage, JobStatus
 from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.settings import Settings
+from headrace.core.tables import attempts as attempt_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import leases as lease_table
 from headrace.core.tables.jobs import JobRecord
@@ -136,9 +137,9 @@ class JobLifecycle:
                     "job is leased by another worker", extra={"lease_owner": record.lease_owner}
                 )
                 return NotClaimed(retry_in=max(1, math.ceil(until - self.clock()) + 1))
-        elif record.attempts < self.max_attempts:
+        elif record.has_attempts_left(self.max_attempts):
             return NotClaimed(retry_in=1)  # QUEUED again: a claim raced ours
-        attempt = record.attempts < self.max_attempts
+        attempt = record.has_attempts_left(self.max_attempts)
         took = await self.take_over(record, attempt=attempt)
         if took is None:
             return NotClaimed(retry_in=1)
@@ -202,6 +203,13 @@ class JobLifecycle:
         that owns the job now stores its own result)."""
         return await self._finish(record, output=output.to_wire())
 
+    async def halt(
+        self, record: JobRecord, status: JobStatus, output: CompletionOutput
+    ) -> Stored | None:
+        """The job stopped early, CANCELLED or TIMED_OUT (`status`) with its partial output;
+        None if the lease was lost."""
+        return await self._finish(record, output=output.to_wire(), halted=status)
+
     async def fail(self, record: JobRecord, error: JobError) -> Stored | None:
         """The job FAILED for good; None if the lease was lost."""
         return await self._finish(record, error=error)
@@ -239,6 +247,17 @@ class JobLifecycle:
         """+1 on the job's returns from the dead-letter queue; False if the job changed."""
         update = lease_table.count_redrive(self.table, record=record, now=self.clock())
         return await self._write(update) is not None
+
+    async def note_dead_lettered(self, record: JobRecord) -> None:
+        """Record on the job that its message was found in the dead-letter queue (for the job
+        view; a failure to note it is only logged)."""
+        update = attempt_table.note_dead_lettered(
+            self.table, key=job_table.job_key(record.request_id), now=self.clock()
+        )
+        try:
+            await self._write(update)
+        except HeadraceError as e:
+            logger.warning("could not note the dead-lettered message: %s", e.detail)
 
     async def fail_unrecorded(self, job: JobMessage, error: JobError) -> bool:
         """A FAILED record for a job no worker ever claimed; False if it has a record now."""

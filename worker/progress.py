@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from headrace.core.contracts import TokenOutput
+from headrace.core.contracts import JobStatus, TokenOutput
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Progress:
     token_ids: tuple[int, ...]
     visible_after: tuple[int, ...]  # per token: len(text) once it was generated (not the last)
     tokens: tuple[TokenOutput, ...]  # per token with its log prob; empty unless asked for
+    halted: JobStatus | None = None  # finished early: CANCELLED or TIMED_OUT (worker/halts.py)
 
 
 class ProgressSource(Protocol):

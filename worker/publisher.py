@@ -21,6 +21,7 @@ from typing import Any
 
 from headrace.core.aws_calls import AwsCall
 from headrace.core.contracts import StreamEvent, StreamOutput, TokenOutput
+from headrace.core.control import halt_error
 from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
 from worker.progress import Progress, Watch
@@ -234,6 +235,8 @@ class StreamPublisher:
         token: TokenOutput | None,
         token_ids: list[int],
     ) -> tuple[StreamEvent, list[int]]:
+        # A job stopped early says why in its last event (headrace.core.control).
+        halted = progress.halted if finished else None
         return (
             StreamEvent(
                 request_id=self.request_id,
@@ -244,6 +247,7 @@ class StreamPublisher:
                     num_completion_tokens=num_tokens,
                     token=token,
                 ),
+                error=halt_error(halted) if halted else None,
             ),
             token_ids,
         )
@@ -255,9 +259,12 @@ class StreamPublisher:
 
     async def fail(self, message: str, status_code: int = 500) -> None:
         """End the stream with one error event (a failure after streaming began)."""
+        await self.end_with(StreamEvent.failure(self.request_id, status_code, message))
+
+    async def end_with(self, event: StreamEvent) -> None:
+        """End the stream with this last event (a failure, a halt before decoding)."""
         if self._finished:
             return
-        event = StreamEvent.failure(self.request_id, status_code, message)
         await self._store([(event, [])])
         await self._deliver(refresh=True)
         self._finished = True

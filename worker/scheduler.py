@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
 from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
-from worker.batching import select_batch
+from worker.batching import select_batch_in_lanes
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step
+from worker.halts import Halt
 from worker.progress import Watch
 
 logger = logging.getLogger("headrace.scheduler")
@@ -169,6 +170,7 @@ class ModelRunner:
         *,
         watch: Watch | None = None,
         resume: Resume | None = None,
+        halt: Halt | None = None,
     ) -> Decoded:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
         prompt = self.codec.prompt_tokens(request.prompt)
@@ -180,7 +182,7 @@ class ModelRunner:
                 f" make {needed}, over the model's context of"
                 f" {self.engine.max_context_tokens} tokens"
             )
-        decoder = ItemDecoder(self.codec, request, len(prompt))
+        decoder = ItemDecoder(self.codec, request, len(prompt), stopper=halt)
         if resume is not None:
             decoder.resume(resume.token_ids, resume.tokens)
             prompt += [self.codec.token(i) for i in resume.token_ids]
@@ -199,6 +201,15 @@ class ModelRunner:
         self._arrived.set()
         self._give_way_to_burst()
         return await future
+
+    def halt_waiting(self) -> None:
+        """End now each job whose halt is due while it waits for a batch (worker/halts.py):
+        one in a batch stops at its next token, in the engine's callback."""
+        for pending in self._live_pending():
+            if pending.decoder.halt_if_due():
+                if pending.watch is not None:
+                    pending.watch.started.set()
+                self._resolve(pending)
 
     def arrival(self) -> Arrival:
         """Call when a job for this model is received; end it once the job is handed to
@@ -292,10 +303,13 @@ class ModelRunner:
 
     def _select(self) -> list[_Pending]:
         now = asyncio.get_running_loop().time()
-        return select_batch(self._live_pending(), self.max_batch_size, now)
+        live = self._live_pending()
+        interactive = [p for p in live if p.request.priority == "interactive"]
+        batch_lane = [p for p in live if p.request.priority != "interactive"]
+        return select_batch_in_lanes(interactive, batch_lane, self.max_batch_size, now)
 
     def _live_pending(self) -> list[_Pending]:
-        return [p for p in self._pending if not p.future.cancelled()]
+        return [p for p in self._pending if not p.future.done()]
 
     async def _run_batch(self, run: _Run) -> None:
         try:

@@ -44,6 +44,16 @@ class OpenedStream:
             tokens=[e.token for e in events if e.token] if self.publisher.event_per_token else None,
         )
 
+    def partial_output(self) -> CompletionOutput:
+        """The result of a job that ends now without decoding (cancelled, or past its
+        deadline): what earlier attempts streamed of it, if anything."""
+        events = [e.output for e in self.publisher.events if e.output is not None]
+        return CompletionOutput(
+            text="".join(e.text for e in events),
+            num_completion_tokens=self.publisher.tokens_sent,
+            tokens=[e.token for e in events if e.token] if self.publisher.event_per_token else None,
+        )
+
 
 class StreamOpener:
     def __init__(
@@ -68,7 +78,8 @@ class StreamOpener:
             table=settings.table_name,
             dynamodb=dynamodb,
             aws=aws,
-            interval=settings.subscriber_check_ms / 1000,
+            # One read serves both checks, at the shorter interval.
+            interval=min(settings.subscriber_check_ms, settings.cancel_check_ms) / 1000,
         )
 
     async def open(self, job: JobMessage, record: JobRecord) -> OpenedStream:

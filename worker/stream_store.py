@@ -15,7 +15,9 @@ is CPU taken from the decoder), so the worker pools them:
   the next BatchWriteItem (25 items a call), and each caller returns once its chunks are stored.
 - `SubscriberWatch` reads the `subscriptions` counter of every running job with one
   BatchGetItem (100 jobs a call) per interval and tells a job's publisher when it grew; only
-  then does that publisher query its subscriptions.
+  then does that publisher query its subscriptions. The same read says whether a cancel was
+  asked for a job this worker holds (worker/halts.py), so learning of cancels costs no call
+  per job, let alone per token.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -174,6 +177,14 @@ class SubscriberWatch:
         self.aws = aws
         self.interval = interval
         self._watched: dict[str, Watched] = {}
+        self._cancellable: dict[str, Callable[[], None]] = {}
+
+    def watch_cancel(self, request_id: str, cancelled: Callable[[], None]) -> None:
+        """Call `cancelled` at each check that finds a cancel asked for the job."""
+        self._cancellable[request_id] = cancelled
+
+    def unwatch_cancel(self, request_id: str) -> None:
+        self._cancellable.pop(request_id, None)
 
     def add(self, watched: Watched) -> None:
         self._watched[watched.request_id] = watched
@@ -192,7 +203,7 @@ class SubscriberWatch:
                 logger.warning("could not check for new subscribers: %s", e.detail)
 
     async def check(self) -> None:
-        ids = list(self._watched)
+        ids = list(self._watched.keys() | self._cancellable.keys())
         for start in range(0, len(ids), BATCH_GET_LIMIT):
             answer = await self.aws(
                 self.dynamodb.batch_get_item,
@@ -206,3 +217,6 @@ class SubscriberWatch:
                 watched = self._watched.get(request_id)
                 if watched is not None:
                     watched.subscriptions_seen(count)
+                cancelled = self._cancellable.get(request_id)
+                if cancelled is not None and stream_table.cancel_requested(item):
+                    cancelled()

@@ -62,6 +62,17 @@ def check_limits(settings: Settings, request: CompletionRequest) -> None:
         raise InvalidRequest(
             f"stop_sequences: at most {settings.max_stop_sequences} stop sequences"
         )
+    if request.timeout_seconds and request.timeout_seconds > settings.max_timeout_seconds:
+        raise InvalidRequest(
+            f"timeout_seconds: {request.timeout_seconds:g} exceeds the limit of"
+            f" {settings.max_timeout_seconds:g}"
+        )
+
+
+def timeout_of(settings: Settings, request: CompletionRequest) -> float:
+    """The job's timeout_seconds: the request's, else the server's default (within the max)."""
+    default = min(settings.default_timeout_seconds, settings.max_timeout_seconds)
+    return request.timeout_seconds or default
 
 
 def submit(
@@ -81,7 +92,8 @@ def submit(
     settings = services.settings
     request_id = str(uuid.uuid4())
     now = services.clock()
-    stored_request = request.model_copy(update={"model": model})
+    timeout = timeout_of(settings, request)  # the deadline goes with the job: record, message
+    stored_request = request.model_copy(update={"model": model, "timeout_seconds": timeout})
     message = JobMessage(
         request_id=request_id, owner=owner, model=model, request=stored_request, submitted_at=now
     ).model_dump_json()
@@ -106,16 +118,20 @@ def submit(
     if before_enqueue is not None:
         before_enqueue(request_id)
     try:
-        call_aws(services.sqs.send_message, QueueUrl=services.queue_url(), MessageBody=message)
+        call_aws(
+            services.sqs.send_message,
+            QueueUrl=services.queue_url(request.priority),
+            MessageBody=message,
+        )
     except HeadraceError as e:
         # Whatever went wrong (call_aws turns every botocore error into a HeadraceError), the
         # recorded job must not sit in QUEUED with no message.
-        _mark_enqueue_failed(services, request_id, str(e))
+        mark_enqueue_failed(services, request_id, str(e))
         raise TransientError("could not enqueue the job; it was marked FAILED, retry") from e
     return SubmitResponse(request_id=request_id)
 
 
-def _mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) -> None:
+def mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) -> None:
     # ConditionFailed: a worker got to it after all (the send succeeded despite the error).
     with contextlib.suppress(ConditionFailed):
         call_aws(

@@ -26,6 +26,7 @@ from headrace.core.contracts import (
     StreamEvent,
     SubmitResponse,
 )
+from headrace.core.control import CancelResponse
 
 
 class ErrorResponse(BaseModel):
@@ -42,6 +43,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SubmitResponse, "serialization"),
     (CompletionSyncResponse, "serialization"),
     (JobView, "serialization"),
+    (CancelResponse, "serialization"),
     (ModelEndpointsResponse, "serialization"),
     (ModelEndpoint, "serialization"),
     (ErrorResponse, "serialization"),
@@ -56,8 +58,9 @@ _ERRORS = {
     " refused the job: its prompt and max_new_tokens overflow the model's context",
     401: "Missing or unknown API key",
     404: "Unknown model, unknown request, or another key's request",
+    409: "Idempotency-Key: the key's first request is still being submitted; retry shortly",
     413: "The prompt is over HEADRACE_MAX_PROMPT_BYTES, or the request over 256 KB as a job",
-    422: "The body is not JSON",
+    422: "The body is not JSON; or the Idempotency-Key was used with a different request",
     429: "Throttled; retry with backoff",
     500: "Internal error, or the job FAILED (sync route)",
     503: "The job could not be enqueued (it is marked FAILED); retry",
@@ -105,16 +108,32 @@ def _event_stream(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/event-stream": {"schema": event}}}
 
 
+# headrace.api.idempotency.parse_key's rule, as a JSON Schema pattern.
+_KEY_PATTERN = r'^(?:[!#-\[\]-~]{1,255}|"[!#-\[\]-~]{1,255}")$'
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Submit at most once: a repeat with the same key (per API key) and the same "
+    "request within HEADRACE_IDEMPOTENCY_RETENTION_SECONDS (24 h) answers the first request's "
+    "job with the first answer's status code (async: 202, its request_id and status now; sync: "
+    "its result; stream: its events from the first); with a different request, 422; while the "
+    "first is still being submitted, 409. 1 to 255 visible ASCII characters "
+    'without `"` or `\\` (a UUID, say), optionally in double quotes; anything else is a 400.',
+    "schema": {"type": "string", "pattern": _KEY_PATTERN},
+}
+
+
 def _submit(summary: str, description: str, answers: dict[str, Any]) -> dict[str, Any]:
     return {
         "summary": summary,
         "description": description,
-        "parameters": [_MODEL_QUERY],
+        "parameters": [_MODEL_QUERY, _IDEMPOTENCY_KEY],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _ref(CompletionRequest)}},
         },
-        "responses": {**answers, **_errors(400, 401, 404, 413, 422, 429, 500, 503)},
+        "responses": {**answers, **_errors(400, 401, 404, 409, 413, 422, 429, 500, 503)},
     }
 
 
@@ -166,12 +185,58 @@ def _paths() -> dict[str, Any]:
                     }
                 ],
                 "responses": {
-                    "200": _json(JobView, "The job: output when SUCCEEDED, error when FAILED"),
+                    "200": _json(
+                        JobView,
+                        "The job: output when SUCCEEDED (partial when CANCELLED or TIMED_OUT),"
+                        " error when FAILED",
+                    ),
                     **_errors(401, 404, 429, 500),
                 },
             }
         },
+        routes.COMPLETION_CANCEL: {"post": _cancel()},
+        routes.COMPLETION_RETRY: {"post": _retry()},
         **_model_paths(),
+    }
+
+
+def _cancel() -> dict[str, Any]:
+    return {
+        "operationId": "cancelCompletion",
+        "summary": "Cancel a job",
+        "description": "A job that has not started is CANCELLED at once (200). A running one "
+        "(202) stops within HEADRACE_CANCEL_CHECK_MS plus one decode step and ends CANCELLED "
+        "with its partial text, unless it finished first (then SUCCEEDED): a job has one final "
+        "state, whatever the race.",
+        "parameters": [
+            {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": _json(CancelResponse, "Cancelled now: the job had not started"),
+            "202": _json(CancelResponse, "Accepted: the job is stopping (`cancelling` true)"),
+            **_errors(401, 404),
+            "409": _json(ErrorResponse, "The job is final already; the detail names its status"),
+            **_errors(429, 500),
+        },
+    }
+
+
+def _retry() -> dict[str, Any]:
+    return {
+        "operationId": "retryCompletion",
+        "summary": "Queue a FAILED or TIMED_OUT job again",
+        "description": "The same request_id goes back to QUEUED with a new allowance of "
+        "HEADRACE_MAX_ATTEMPTS attempts (its attempts and attempt_history carry on), its "
+        "deadline counted from now, and a new stream from seq 0 (subscribe again).",
+        "parameters": [
+            {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "202": _json(SubmitResponse, "Queued again"),
+            **_errors(401, 404),
+            "409": _json(ErrorResponse, "Not FAILED or TIMED_OUT; the detail names its status"),
+            **_errors(429, 500, 503),
+        },
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from headrace.core.aws import boto3_client
 from headrace.core.aws_calls import call_aws
+from headrace.core.contracts import Priority
 from headrace.core.logs import configure_logging
 from headrace.core.settings import Settings
 
@@ -24,7 +25,7 @@ class ApiServices:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     management_client_factory: Callable[[str], Any] | None = None
-    _queue_url: str | None = None
+    _queue_urls: dict[str, str] = field(default_factory=dict)
     _known_keys: dict[str, float] = field(default_factory=dict)
     _management_clients: dict[str, Any] = field(default_factory=dict)
 
@@ -36,11 +37,14 @@ class ApiServices:
             client = self._management_clients[endpoint] = self.management_client_factory(endpoint)
         return client
 
-    def queue_url(self) -> str:
-        if self._queue_url is None:
-            found = call_aws(self.sqs.get_queue_url, QueueName=self.settings.queue_name)
-            self._queue_url = str(found["QueueUrl"])
-        return self._queue_url
+    def queue_url(self, priority: Priority = "interactive") -> str:
+        """The URL of the queue of a lane, found once."""
+        name = self.settings.batch_queue_name if priority == "batch" else self.settings.queue_name
+        url = self._queue_urls.get(name)
+        if url is None:
+            found = call_aws(self.sqs.get_queue_url, QueueName=name)
+            url = self._queue_urls[name] = str(found["QueueUrl"])
+        return url
 
 
 def build_services(settings: Settings) -> ApiServices:

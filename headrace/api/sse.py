@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from headrace.api import completions
+from headrace.api import completions, idempotency
 from headrace.api.auth import api_key_from_headers, authenticate
 from headrace.api.services import ApiServices
 from headrace.api.websocket import event_without_stream
@@ -41,10 +41,12 @@ async def start(
 ) -> OpenedStream:
     """Authenticate, validate and submit; raises HeadraceError before anything is streamed."""
     owner = await asyncio.to_thread(authenticate, services, api_key_from_headers(headers))
+    key = idempotency.key_from_headers(headers)
     request = parse_completion_request(body)
     model = completions.resolve_model(services, request, query_model)
+    # A repeated Idempotency-Key streams the first request's job, from its first event.
     submitted = await asyncio.to_thread(
-        completions.submit, services, owner=owner, request=request, model=model
+        idempotency.submit, services, owner=owner, request=request, model=model, key=key
     )
     return OpenedStream(owner=owner, request_id=submitted.request_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from headrace.api import completions
+from headrace.api import completions, idempotency
 from headrace.api.auth import authenticate, require_known_key
 from headrace.api.services import ApiServices
 from headrace.core.aws_calls import call_aws
@@ -16,6 +16,7 @@ from headrace.core.contracts import (
     StreamOutput,
     WebSocketAck,
 )
+from headrace.core.control import halted_event
 from headrace.core.errors import (
     ConditionFailed,
     Gone,
@@ -31,7 +32,7 @@ from headrace.core.tables.streams import Connection
 
 logger = logging.getLogger("headrace.api")
 
-KNOWN_ACTIONS = ("complete", "subscribe")
+KNOWN_ACTIONS = ("complete", "subscribe", "cancel")
 
 
 def management_endpoint(services: ApiServices, domain_name: str, stage: str) -> str:
@@ -141,16 +142,25 @@ def _add_subscription(
         raise NotFound(f"request {request_id!r} not found") from None  # it expired just now
 
 
-def complete(services: ApiServices, conn: Connection, request: CompletionRequest) -> WebSocketAck:
+def complete(
+    services: ApiServices,
+    conn: Connection,
+    request: CompletionRequest,
+    key: idempotency.IdempotencyKey | None = None,
+) -> WebSocketAck:
     """Submit a job and subscribe this connection to it before any worker can start it."""
     model = completions.resolve_model(services, request, None)
-    submitted = completions.submit(
+    submitted = idempotency.submit(
         services,
         owner=conn.owner,
         request=request,
         model=model,
+        key=key,
         before_enqueue=lambda request_id: _add_subscription(services, conn, request_id, 0),
     )
+    if submitted.replayed:  # the key's first request made the job: follow it from seq 0
+        ack = subscribe(services, conn, request_id=submitted.request_id, from_seq=0)
+        return ack.model_copy(update={"action": "complete"})
     return WebSocketAck(action="complete", request_id=submitted.request_id, status=submitted.status)
 
 
@@ -199,6 +209,16 @@ def _replay_finished(
 
 def event_without_stream(record: JobRecord) -> StreamEvent:
     """A final job that never streamed (it failed before decoding, or was cancelled)."""
+    if record.status.is_halted and record.output is not None:
+        event = halted_event(
+            record.request_id,
+            record.status,
+            text=record.output["text"],
+            num_prompt_tokens=record.output.get("num_prompt_tokens"),
+            num_completion_tokens=record.output["num_completion_tokens"],
+        )
+        event.seq = 0
+        return event
     if record.status is JobStatus.SUCCEEDED and record.output is not None:
         return StreamEvent(
             request_id=record.request_id,

@@ -1,4 +1,4 @@
-"""Client-side CLI commands (complete, submit, status). Registered by headrace.cli.main.
+"""Client-side CLI commands (complete, submit, status, cancel). Registered by headrace.cli.main.
 
 Every failure prints one line, `headrace: <what went wrong>`, and exits non-zero.
 """
@@ -69,6 +69,12 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     submit.add_argument("--max-new-tokens", type=int, help="for lines that set none")
     submit.add_argument("--temperature", type=float, help="for lines that set none")
     submit.add_argument(
+        "--priority",
+        choices=["batch", "interactive"],
+        default="batch",
+        help="lane for lines that set none (default: batch, which interactive work passes)",
+    )
+    submit.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight (default: 16)"
     )
     submit.add_argument(
@@ -76,6 +82,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     submit.set_defaults(run=_guarded(_run_submit))
 
+    _register_job_commands(commands, common)
+
+
+def _register_job_commands(
+    commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser
+) -> None:
+    """status, cancel and retry: commands on one job."""
     status = commands.add_parser(
         "status",
         parents=[common],
@@ -85,6 +98,29 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     status.add_argument("request_id", metavar="REQUEST_ID")
     status.set_defaults(run=_guarded(_run_status))
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a request",
+        description="Cancel REQUEST_ID and print the answer as JSON: status CANCELLED if it had "
+        "not started; else cancelling true, and the job stops within moments with its partial "
+        "text (`headrace status` shows it). A finished request is an error naming its status. "
+        f"{_CONFIG_HELP}",
+    )
+    cancel.add_argument("request_id", metavar="REQUEST_ID")
+    cancel.set_defaults(run=_guarded(_run_cancel))
+
+    retry = commands.add_parser(
+        "retry",
+        parents=[common],
+        help="queue a FAILED or TIMED_OUT request again",
+        description="Queue REQUEST_ID again under the same id, with a new allowance of attempts "
+        "and a new stream, and print the answer as JSON. Any other status is an error naming "
+        f"it. {_CONFIG_HELP}",
+    )
+    retry.add_argument("request_id", metavar="REQUEST_ID")
+    retry.set_defaults(run=_guarded(_run_retry))
 
 
 def fail(message: str) -> int:
@@ -136,6 +172,9 @@ def _run_complete(args: argparse.Namespace) -> int:
     wrote = False
     for event in Completion.create(args.model, args.prompt, **request, stream=True):
         if event.error is not None:
+            if event.output is not None and not args.json:  # stopped early: its last delta
+                print(event.output.text, end="", flush=True)
+                wrote = True
             if wrote:
                 print(flush=True)
             return fail(f"the completion failed: {event.error.content.error}")
@@ -155,10 +194,26 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_cancel(args: argparse.Namespace) -> int:
+    answer = Completion.cancel(args.request_id)
+    print(json.dumps(answer.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _run_retry(args: argparse.Namespace) -> int:
+    answer = Completion.retry(args.request_id)
+    print(json.dumps(answer.model_dump(mode="json"), indent=2))
+    return 0
+
+
 def _run_submit(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
-    defaults = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    defaults = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "priority": args.priority,
+    }
     summary = SubmitSummary()
     submitting = asubmit_file(
         Path(args.input),

@@ -32,10 +32,12 @@ from headrace.client.errors import (
 from headrace.client.model import GetLLMEndpointResponse, ListLLMEndpointsResponse, Model
 from headrace.client.responses import CompletionStreamResponse, CompletionSyncResponse
 from headrace.core.contracts import CompletionOutput, JobView, StreamOutput, TokenOutput
+from headrace.core.control import CancelResponse
 
 __all__ = [
     "BadRequestError",
     "BatchResult",
+    "CancelResponse",
     "ClientConfig",
     "Completion",
     "CompletionOutput",

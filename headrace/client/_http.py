@@ -39,7 +39,7 @@ _backoff = wait_exponential(multiplier=0.1, max=2.0)
 def should_retry(error: BaseException, *, idempotent: bool) -> bool:
     """Retry 429 and 503 and unreachable servers. A POST is resent only when it cannot have
     created a job: refused connections, and 503s Headrace itself answered (the job was then
-    marked FAILED, never queued)."""
+    marked FAILED, never queued). A POST with an Idempotency-Key is resent as a GET is."""
     if isinstance(error, RateLimitExceededError):
         return True
     if isinstance(error, ServerError) and error.status_code == 503:
@@ -96,16 +96,26 @@ def request(
     body: Any = None,
     time_limit: float = 60.0,
     attempts: int = ATTEMPTS,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """(status, JSON body) of a 2xx answer; any other answer raises its client error."""
-    retrying = Retrying(**_retrying_kwargs(method == "GET", attempts))
-    result: tuple[int, Any] = retrying(_request_once, config, method, path, query, body, time_limit)
+    retrying = Retrying(**_retrying_kwargs(_is_idempotent(method, headers), attempts))
+    result: tuple[int, Any] = retrying(
+        _request_once, config, method, path, query, body, time_limit, headers
+    )
     return result
 
 
-def _encoded(config: ClientConfig, body: Any) -> tuple[dict[str, str], bytes | None]:
+def _is_idempotent(method: str, headers: dict[str, str] | None) -> bool:
+    # A POST with an Idempotency-Key cannot create a second job when resent.
+    return method == "GET" or any(name.lower() == "idempotency-key" for name in headers or {})
+
+
+def _encoded(
+    config: ClientConfig, body: Any, extra: dict[str, str] | None = None
+) -> tuple[dict[str, str], bytes | None]:
     """Headers (the key, a content type when there is a body) and the JSON body, if any."""
-    headers = config.headers()
+    headers = {**config.headers(), **(extra or {})}
     if body is None:
         return headers, None
     headers["content-type"] = "application/json"
@@ -119,8 +129,9 @@ def _request_once(
     query: dict[str, str] | None,
     body: Any,
     time_limit: float,
+    extra_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    headers, data = _encoded(config, body)
+    headers, data = _encoded(config, body, extra_headers)
     req = urllib.request.Request(config.url(path, query), data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=time_limit) as response:
@@ -153,11 +164,16 @@ async def arequest(
     body: Any = None,
     time_limit: float = 60.0,
     attempts: int = ATTEMPTS,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """The async twin of `request`, on a session the caller owns."""
-    async for attempt in AsyncRetrying(**_retrying_kwargs(method == "GET", attempts)):
+    async for attempt in AsyncRetrying(
+        **_retrying_kwargs(_is_idempotent(method, headers), attempts)
+    ):
         with attempt:
-            return await _arequest_once(session, config, method, path, query, body, time_limit)
+            return await _arequest_once(
+                session, config, method, path, query, body, time_limit, headers
+            )
     raise AssertionError("unreachable")  # pragma: no cover (reraise=True)
 
 
@@ -169,10 +185,11 @@ async def _arequest_once(
     query: dict[str, str] | None,
     body: Any,
     time_limit: float,
+    extra_headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     import aiohttp
 
-    headers, data = _encoded(config, body)
+    headers, data = _encoded(config, body, extra_headers)
     try:
         async with session.request(
             method,

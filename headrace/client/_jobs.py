@@ -52,12 +52,23 @@ def result_of(job: JobView, time_limit: float) -> CompletionSyncResponse:
         )
     if job.status is JobStatus.FAILED:
         raise job_failed_error(job.request_id, job.error)
-    if job.status is JobStatus.CANCELLED:
-        raise HeadraceClientError(f"request {job.request_id} was cancelled", 409)
+    if job.status.is_halted:
+        raise halted_error(job.request_id, job.status)
     raise CompletionTimeoutError(
         f"request {job.request_id} did not finish within {time_limit:g}s"
         f" (it is {job.status.value}); poll it with Completion.get({job.request_id!r})",
         request_id=job.request_id,
+    )
+
+
+def halted_error(request_id: str, status: JobStatus) -> HeadraceClientError:
+    """The error of a job stopped before its end: cancelled (409), or not finished within its
+    timeout_seconds (504). Its partial output is in Completion.get(request_id).output."""
+    partial = f"; its partial output is in Completion.get({request_id!r}).output"
+    if status is JobStatus.CANCELLED:
+        return HeadraceClientError(f"request {request_id} was cancelled{partial}", 409)
+    return HeadraceClientError(
+        f"request {request_id} timed out: not finished within its timeout_seconds{partial}", 504
     )
 
 
@@ -71,10 +82,16 @@ def _next_pause(pause: float, deadline: float) -> float:
     return max(min(pause, deadline - time.monotonic()), 0.0)
 
 
+def key_header(idempotency_key: str | None) -> dict[str, str] | None:
+    return {"Idempotency-Key": idempotency_key} if idempotency_key else None
+
+
 # ---- synchronous ------------------------------------------------------------------------------
 
 
-def submit(config: ClientConfig, model: str, body: dict[str, Any]) -> str:
+def submit(
+    config: ClientConfig, model: str, body: dict[str, Any], idempotency_key: str | None = None
+) -> str:
     _, answer = request(
         config,
         "POST",
@@ -82,6 +99,7 @@ def submit(config: ClientConfig, model: str, body: dict[str, Any]) -> str:
         query=query_for(model),
         body=body,
         time_limit=SUBMIT_HTTP_TIMEOUT,
+        headers=key_header(idempotency_key),
     )
     return _submitted_id(answer)
 
@@ -103,7 +121,11 @@ def wait(config: ClientConfig, request_id: str, time_limit: float) -> JobView:
 
 
 def complete(
-    config: ClientConfig, model: str, body: dict[str, Any], time_limit: float
+    config: ClientConfig,
+    model: str,
+    body: dict[str, Any],
+    time_limit: float,
+    idempotency_key: str | None = None,
 ) -> CompletionSyncResponse:
     started = time.monotonic()
     if time_limit >= SYNC_ROUTE_MIN_TIMEOUT:
@@ -114,12 +136,13 @@ def complete(
             query=query_for(model),
             body=body,
             time_limit=SYNC_ROUTE_HTTP_TIMEOUT,
+            headers=key_header(idempotency_key),
         )
         if status == 200:
             return CompletionSyncResponse.model_validate(answer)
         request_id = _submitted_id(answer)  # 202: not done within the route's wait
     else:
-        request_id = submit(config, model, body)
+        request_id = submit(config, model, body, idempotency_key)
     remaining = time_limit - (time.monotonic() - started)
     return result_of(wait(config, request_id, remaining), time_limit)
 
@@ -128,7 +151,11 @@ def complete(
 
 
 async def asubmit(
-    session: aiohttp.ClientSession, config: ClientConfig, model: str, body: dict[str, Any]
+    session: aiohttp.ClientSession,
+    config: ClientConfig,
+    model: str,
+    body: dict[str, Any],
+    idempotency_key: str | None = None,
 ) -> str:
     _, answer = await arequest(
         session,
@@ -138,6 +165,7 @@ async def asubmit(
         query=query_for(model),
         body=body,
         time_limit=SUBMIT_HTTP_TIMEOUT,
+        headers=key_header(idempotency_key),
     )
     return _submitted_id(answer)
 
@@ -166,6 +194,7 @@ async def acomplete(
     model: str,
     body: dict[str, Any],
     time_limit: float,
+    idempotency_key: str | None = None,
 ) -> CompletionSyncResponse:
     started = time.monotonic()
     if time_limit >= SYNC_ROUTE_MIN_TIMEOUT:
@@ -177,11 +206,12 @@ async def acomplete(
             query=query_for(model),
             body=body,
             time_limit=SYNC_ROUTE_HTTP_TIMEOUT,
+            headers=key_header(idempotency_key),
         )
         if status == 200:
             return CompletionSyncResponse.model_validate(answer)
         request_id = _submitted_id(answer)
     else:
-        request_id = await asubmit(session, config, model, body)
+        request_id = await asubmit(session, config, model, body, idempotency_key)
     remaining = time_limit - (time.monotonic() - started)
     return result_of(await await_final(session, config, request_id, remaining), time_limit)

@@ -200,7 +200,8 @@ async def stream_events(
             fatal = _error_ending_stream(
                 tracker,
                 last_error,
-                sent_complete=sent_complete,
+                # With an idempotency key, sending `complete` again cannot make a second job.
+                sent_complete=sent_complete and not (complete or {}).get("idempotency_key"),
                 failures=failures,
                 max_reconnects=max_reconnects,
             )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from headrace.client._config import ClientConfig, current_config
 from headrace.client._http import new_session
-from headrace.client._jobs import asubmit, await_final, result_of
+from headrace.client._jobs import asubmit, await_final, halted_error, result_of
 from headrace.client.errors import (
     BadRequestError,
     HeadraceClientError,
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 BatchItem = str | Mapping[str, Any]
-BatchStatus = Literal["SUCCEEDED", "FAILED", "CANCELLED", "ERROR"]
-FINAL_STATUSES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+BatchStatus = Literal["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "ERROR"]
+FINAL_STATUSES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
 # A rejected submission is final: the same request would be rejected again.
 _REJECTED = frozenset({400, 404, 413, 422})
 
@@ -33,7 +33,8 @@ _REJECTED = frozenset({400, 404, 413, 422})
 @dataclass
 class BatchResult:
     """One item's outcome. `status` ERROR means no final answer (unreachable API, timeout,
-    throttled): trying again may succeed. FAILED and CANCELLED are the job's own end."""
+    throttled): trying again may succeed. FAILED, CANCELLED and TIMED_OUT are the job's own
+    end."""
 
     index: int
     status: BatchStatus = "ERROR"
@@ -92,9 +93,9 @@ async def _run_one(
         job = await await_final(session, config, request_id, time_limit)
         if job.status is JobStatus.FAILED:
             result.status, result.error = "FAILED", job_failed_error(request_id, job.error)
-        elif job.status is JobStatus.CANCELLED:
-            result.status = "CANCELLED"
-            result.error = HeadraceClientError(f"request {request_id} was cancelled", 409)
+        elif job.status is JobStatus.CANCELLED or job.status is JobStatus.TIMED_OUT:
+            result.status = "CANCELLED" if job.status is JobStatus.CANCELLED else "TIMED_OUT"
+            result.error = halted_error(request_id, job.status)
         else:
             result.response = result_of(job, time_limit)  # raises a timeout error if not final
             result.status = "SUCCEEDED"

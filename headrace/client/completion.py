@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Literal, overload
 
-from headrace.client import _jobs
+from headrace.client import _control, _jobs
 from headrace.client._config import ClientConfig, current_config
 from headrace.client._http import new_session
 from headrace.client._stream import stream_events
@@ -13,7 +13,8 @@ from headrace.client._sync import iterate_in_thread, run_sync
 from headrace.client.batch import BatchItem, BatchResult, abatch_as_completed, abatch_create
 from headrace.client.errors import BadRequestError
 from headrace.client.responses import CompletionStreamResponse, CompletionSyncResponse
-from headrace.core.contracts import JobView
+from headrace.core.contracts import JobView, Priority, SubmitResponse
+from headrace.core.control import CancelResponse
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -61,6 +62,8 @@ class Completion:
         timeout: float = ...,
         stream: Literal[False] = ...,
         skip_special_tokens: bool | None = ...,
+        idempotency_key: str | None = ...,
+        priority: Priority | None = ...,
     ) -> CompletionSyncResponse: ...
 
     @overload
@@ -86,6 +89,8 @@ class Completion:
         *,
         stream: Literal[True],
         skip_special_tokens: bool | None = ...,
+        idempotency_key: str | None = ...,
+        priority: Priority | None = ...,
     ) -> Iterator[CompletionStreamResponse]: ...
 
     @classmethod
@@ -109,19 +114,22 @@ class Completion:
         timeout: float = DEFAULT_TIMEOUT,
         stream: bool = False,
         skip_special_tokens: bool | None = None,
+        idempotency_key: str | None = None,
+        priority: Priority | None = None,
     ) -> CompletionSyncResponse | Iterator[CompletionStreamResponse]:
         """Complete `prompt`. Not streaming: wait for the response (sync route, else submit
-        and poll with backoff). Streaming: an iterator of events over the WebSocket API."""
+        and poll with backoff). Streaming: an iterator of events over the WebSocket API.
+        `idempotency_key`: a repeat with the same key and request gets the first one's job."""
         given = locals()
         fields = {k: v for k, v in given.items() if k not in _NOT_FIELDS}
         body = request_body(prompt, **fields)
         config, model = _target(model)
         if stream:
-            complete = {"model": model, **body}
+            complete = _complete_frame(model, body, idempotency_key)
             return iterate_in_thread(
                 lambda: stream_events(config, complete=complete, time_limit=timeout)
             )
-        return _jobs.complete(config, model, body, timeout)
+        return _jobs.complete(config, model, body, timeout, idempotency_key)
 
     @overload
     @classmethod
@@ -145,6 +153,8 @@ class Completion:
         timeout: float = ...,  # noqa: ASYNC109 (LLM Engine's signature)
         stream: Literal[False] = ...,
         skip_special_tokens: bool | None = ...,
+        idempotency_key: str | None = ...,
+        priority: Priority | None = ...,
     ) -> CompletionSyncResponse: ...
 
     @overload
@@ -170,6 +180,8 @@ class Completion:
         *,
         stream: Literal[True],
         skip_special_tokens: bool | None = ...,
+        idempotency_key: str | None = ...,
+        priority: Priority | None = ...,
     ) -> AsyncIterator[CompletionStreamResponse]: ...
 
     @classmethod
@@ -193,6 +205,8 @@ class Completion:
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
         stream: bool = False,
         skip_special_tokens: bool | None = None,
+        idempotency_key: str | None = None,
+        priority: Priority | None = None,
     ) -> CompletionSyncResponse | AsyncIterator[CompletionStreamResponse]:
         """`create`, awaited: `await Completion.acreate(...)`; with `stream=True` the result is
         an async iterator (`async for response in await Completion.acreate(...)`)."""
@@ -201,25 +215,39 @@ class Completion:
         body = request_body(prompt, **fields)
         config, model = _target(model)
         if stream:
-            return stream_events(config, complete={"model": model, **body}, time_limit=timeout)
+            complete = _complete_frame(model, body, idempotency_key)
+            return stream_events(config, complete=complete, time_limit=timeout)
         async with new_session() as session:
-            return await _jobs.acomplete(session, config, model, body, timeout)
+            return await _jobs.acomplete(session, config, model, body, timeout, idempotency_key)
 
     # ---- jobs -------------------------------------------------------------------------------
 
     @classmethod
-    def submit(cls, model: str | None = None, prompt: str | None = None, **fields: Any) -> str:
+    def submit(
+        cls,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> str:
         """Submit without waiting (the async route); returns the request_id to poll."""
         config, model = _target(model)
-        return _jobs.submit(config, model, request_body(prompt, **fields))
+        return _jobs.submit(config, model, request_body(prompt, **fields), idempotency_key)
 
     @classmethod
     async def asubmit(
-        cls, model: str | None = None, prompt: str | None = None, **fields: Any
+        cls,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
     ) -> str:
         config, model = _target(model)
+        body = request_body(prompt, **fields)
         async with new_session() as session:
-            return await _jobs.asubmit(session, config, model, request_body(prompt, **fields))
+            return await _jobs.asubmit(session, config, model, body, idempotency_key)
 
     @classmethod
     def get(cls, request_id: str) -> JobView:
@@ -255,6 +283,29 @@ class Completion:
         return stream_events(
             current_config(), request_id=request_id, from_seq=from_seq, time_limit=timeout
         )
+
+    @classmethod
+    def cancel(cls, request_id: str) -> CancelResponse:
+        """Cancel a job: `status` CANCELLED if it had not started; else `cancelling` is True
+        and it stops within moments, ending CANCELLED with its partial text (or SUCCEEDED if
+        it finished first). A final job raises HeadraceClientError (409) naming its status."""
+        return _control.cancel(current_config(), request_id)
+
+    @classmethod
+    async def acancel(cls, request_id: str) -> CancelResponse:
+        async with new_session() as session:
+            return await _control.acancel(session, current_config(), request_id)
+
+    @classmethod
+    def retry(cls, request_id: str) -> SubmitResponse:
+        """Queue a FAILED or TIMED_OUT job again under the same request_id (a new allowance of
+        attempts, a new stream); any other job raises HeadraceClientError (409)."""
+        return _control.retry(current_config(), request_id)
+
+    @classmethod
+    async def aretry(cls, request_id: str) -> SubmitResponse:
+        async with new_session() as session:
+            return await _control.aretry(session, current_config(), request_id)
 
     # ---- many -------------------------------------------------------------------------------
 
@@ -295,4 +346,9 @@ class Completion:
     abatch_as_completed = staticmethod(abatch_as_completed)
 
 
-_NOT_FIELDS = frozenset({"cls", "model", "prompt", "timeout", "stream"})
+_NOT_FIELDS = frozenset({"cls", "model", "prompt", "timeout", "stream", "idempotency_key"})
+
+
+def _complete_frame(model: str, body: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """The WebSocket `complete` frame's fields (frames have no headers: the key is a field)."""
+    return {"model": model, **body, **({"idempotency_key": key} if key else {})}

@@ -33,6 +33,10 @@ UNSUPPORTED_FIELDS: dict[str, str] = {
 MAX_TOP_K = 1_000_000
 MIN_TOP_P = 1e-6
 
+# The queue a job waits in: workers take interactive jobs first and batch jobs in the room
+# left (a bounded share of it while both wait). Not an LLM Engine field.
+Priority = Literal["interactive", "batch"]
+
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +57,12 @@ class CompletionRequest(BaseModel):
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
     skip_special_tokens: bool | None = True
+    # Seconds from the submit until the job must be final: past it the job ends TIMED_OUT,
+    # never decoded if it had not started, stopped with its partial text if it had. The API
+    # fills in HEADRACE_DEFAULT_TIMEOUT_SECONDS and refuses more than the maximum. Not an LLM
+    # Engine field.
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    priority: Priority = "interactive"
 
     @field_validator("stop_sequences")
     @classmethod
@@ -125,10 +135,16 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED) or self.is_halted
+
+    @property
+    def is_halted(self) -> bool:
+        """Stopped before its end (cancelled, or past its deadline): its output is partial."""
+        return self in (JobStatus.CANCELLED, JobStatus.TIMED_OUT)
 
 
 class JobMessage(BaseModel):
@@ -158,6 +174,25 @@ class JobError(BaseModel):
     type: JobErrorType
 
 
+class AttemptView(BaseModel):
+    """One claim of a job by a worker, and how it ended."""
+
+    attempt: int = Field(description="The claim's number, from 1")
+    worker: str
+    decodes: bool = Field(
+        description="False: the claim only ended the job (a cancel or deadline found at "
+        "claim, a job given up) and did not count as an attempt"
+    )
+    started_at: str
+    ended_at: str | None = None
+    outcome: str = Field(
+        description="The final status it stored, HANDED_BACK (the worker gave the job back: "
+        "shutdown, a transient failure), RUNNING (the current one) or LOST (its worker's lease "
+        "lapsed: it died, or stalled, and a later claim took the job over)"
+    )
+    error: str | None = None
+
+
 class JobView(BaseModel):
     """What `GET /v1/llm/completions/{request_id}` answers."""
 
@@ -168,8 +203,31 @@ class JobView(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
-    output: dict[str, Any] | None = None
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description="When SUCCEEDED; the partial text and counts when CANCELLED or TIMED_OUT",
+    )
     error: JobError | None = None
+    deadline: str | None = Field(
+        default=None,
+        description="When the job must be final: timeout_seconds after created_at, or after "
+        "the last retry",
+    )
+    cancel_requested_at: str | None = Field(
+        default=None,
+        description="When a cancel was first asked for; while the job is not final, it is "
+        "stopping (a job that finished first stays SUCCEEDED)",
+    )
+    priority: Priority = "interactive"
+    attempt_history: list[AttemptView] = Field(
+        default_factory=list, description="Every claim of the job by a worker, oldest first"
+    )
+    dead_lettered_at: str | None = Field(
+        default=None,
+        description="When a worker last found the job's message in the dead-letter queue (it "
+        "then sends it back to the queue while the job has attempts left, else ends the job)",
+    )
+    retries: int = Field(default=0, description="Times the job was queued again by POST .../retry")
 
 
 class SubmitResponse(BaseModel):
@@ -269,10 +327,11 @@ class StreamEvent(BaseModel):
 
 
 class WebSocketAck(BaseModel):
-    """Answer to a `complete` or `subscribe` frame; stream events for request_id follow."""
+    """Answer to a `complete` or `subscribe` frame; stream events for request_id follow.
+    (A `cancel` frame's answer, headrace.core.control.CancelAck, reads as one too.)"""
 
     type: Literal["accepted"] = "accepted"
-    action: Literal["complete", "subscribe"]
+    action: Literal["complete", "subscribe", "cancel"]
     request_id: str
     status: JobStatus
     from_seq: int = 0

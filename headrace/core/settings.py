@@ -19,8 +19,15 @@ class Settings(BaseSettings):
     # at once on one client, 64 in the local gateway (bench/pool_size.py). Opened only as needed.
     aws_max_pool_connections: int = Field(default=64, ge=1)
     table_name: str = "headrace-jobs"
+    # The interactive lane's queue and the batch lane's (requests with priority "batch"), each
+    # with its dead-letter queue. Workers take interactive work first (worker/lanes.py).
     queue_name: str = "headrace-jobs"
     dlq_name: str = "headrace-jobs-dlq"
+    batch_queue_name: str = "headrace-jobs-batch"
+    batch_dlq_name: str = "headrace-jobs-batch-dlq"
+    # While both lanes have work, at least this share of the jobs a worker takes are batch jobs,
+    # so a steady interactive load never starves the batch lane.
+    batch_lane_share: float = Field(default=0.1, ge=0.0, lt=1.0)
     models_bucket: str = "headrace-models"
 
     # --- Model zoo: model name -> artifact location (s3://bucket/prefix or a local directory)
@@ -39,6 +46,10 @@ class Settings(BaseSettings):
     max_stop_sequences: int = 4
     sync_wait_seconds: float = 25.0
     sync_poll_interval_seconds: float = 0.05
+    # A request's timeout_seconds when it sets none, and the most it may set: a job not final
+    # this long after its submit ends TIMED_OUT (never decoded if it had not started).
+    default_timeout_seconds: float = Field(default=3600.0, gt=0)
+    max_timeout_seconds: float = Field(default=86400.0, gt=0)
 
     # --- Job lifecycle
     visibility_timeout_seconds: int = 60
@@ -52,6 +63,12 @@ class Settings(BaseSettings):
     # made final, or its message goes back to the queue while the job still has attempts).
     dead_letter_check_seconds: float = 30.0
     job_ttl_seconds: int = 7 * 24 * 3600
+    # Idempotency-Key: how long a key answers with the job of its first request (a DynamoDB TTL
+    # on the key's record; never longer than the job's own TTL).
+    idempotency_retention_seconds: int = Field(default=24 * 3600, ge=1)
+    # How long a key's first request may take to record and enqueue its job before another
+    # request with the key may take it over (the first died in between): the functions' timeout.
+    idempotency_in_progress_seconds: float = Field(default=30.0, gt=0)
     # A worker that has not refreshed its presence within this many seconds is not serving.
     presence_ttl_seconds: int = 30
 
@@ -85,6 +102,10 @@ class Settings(BaseSettings):
     # How often a worker checks (one BatchGetItem for all its running jobs) whether someone
     # subscribed to one of them: a new subscriber to a running job is attached within this.
     subscriber_check_ms: int = 2000
+    # How often a worker checks (the same BatchGetItem: the check runs at the shorter of the
+    # two intervals) whether a cancel was asked for one of its running jobs: a running job
+    # stops within this plus one decode step of the cancel request.
+    cancel_check_ms: int = Field(default=500, ge=1)
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
 

@@ -11,6 +11,7 @@ import pytest
 from headrace.dev.moto import MOTO_CREDENTIALS, MOTO_ENV, start_moto_server, stop_process
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
+from tests.e2e import control_support
 from tests.e2e.support import Api, make_stack
 
 
@@ -40,6 +41,16 @@ def stack(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """moto + provisioned resources + gateway + one worker, shared by the e2e tests."""
     with make_stack(model_home, tmp_path_factory.mktemp("logs"), workers=1) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def control_stack(
+    model_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """A stack whose worker learns of cancels every 50 ms and holds two jobs at most
+    (tests/e2e/control_support.py), shared by the cancel and deadline tests."""
+    with control_support.control_stack(model_home, tmp_path_factory.mktemp("control-logs")) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ class Api:
         while True:
             status, job = self.call("GET", f"/v1/llm/completions/{request_id}")
             assert status == 200, job
-            if job["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            if job["status"] in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"):
                 return dict(job)
             assert time.monotonic() < deadline, f"job still {job['status']} after {timeout}s"
             time.sleep(0.05)

@@ -76,3 +76,35 @@ def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
     assert "streamed/unstreamed throughput = " in completed.stdout
     assert "time to first token on the socket: p50 " in completed.stdout
     assert "(4 jobs)" in completed.stdout
+
+
+@pytest.mark.timeout(300)
+def test_lanes_benchmark_measures_all_three_probes(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.lanes", "--quick", "--backlog", "40", "--runs", "1"]
+    completed = subprocess.run(
+        [*command, "--probes", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    for line in ("idle worker", "behind 40 batch jobs", "in the batch lane (FIFO)"):
+        assert line in completed.stdout
+
+
+@pytest.mark.timeout(300)
+def test_quick_cancel_benchmark_prints_the_delays_and_the_baseline(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.cancel", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = completed.stdout
+    assert "3 of 3 jobs cancelled while decoding" in out
+    for label in ("cancel -> item stopped", "cancel -> CANCELLED seen by a poller"):
+        assert f"{label}: p50 " in out
+    assert "baseline, same run: check interval 500 ms, decode step " in out

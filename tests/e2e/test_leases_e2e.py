@@ -213,6 +213,9 @@ def test_dead_lettered_messages_leave_no_job_unfinished(
     assert item["redriven"] == {"N": "1"}
     assert given_up["status"] == "FAILED"
     assert given_up["error"]["message"] == "gave up after 3 attempts: worker lost"
+    # The job view says when each message was found in the dead-letter queue.
+    for job in (retried, given_up):
+        assert job["created_at"] <= job["dead_lettered_at"] <= job["finished_at"], job
     # What is not a job stays for someone to look at; nothing else is left.
     found: list[str] = []
 

@@ -130,7 +130,8 @@ def test_provisioning_twice_reuses_the_resources(clients: AwsClients, stack_name
     second = provision(clients, stack_name=stack_name)
     assert first == second
     queues = clients.sqs.list_queues(QueueNamePrefix=stack_name).get("QueueUrls", [])
-    assert sorted(queues) == sorted([first.queue_url, first.dlq_url])
+    lanes = [first.queue_url, first.dlq_url, first.batch_queue_url, first.batch_dlq_url]
+    assert sorted(queues) == sorted(lanes)
     tables = clients.dynamodb.list_tables()["TableNames"]
     assert [t for t in tables if t.startswith(stack_name)] == [first.table_name]
     buckets = [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]

@@ -291,7 +291,7 @@ def test_the_events_of_our_routes_are_shaped_as_api_gateway_sends_them() -> None
     events the handlers get have the samples' keys, recursively, with the same value types."""
     key = load_event(WEBSOCKET_EVENTS["$connect"])["headers"]["x-api-key"]
     frames = {route: load_event(WEBSOCKET_EVENTS[route])["body"] for route in ("complete",
-              "subscribe", "$default")}  # fmt: skip
+              "subscribe", "cancel", "$default")}  # fmt: skip
 
     with RunningStack(template=TEMPLATE_PATH, resolver=echoing_resolver) as running:
 

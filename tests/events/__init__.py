@@ -14,6 +14,8 @@ HTTP_EVENTS = {
     "POST /v1/llm/completions-async": "http_submit_async.json",
     "POST /v1/llm/completions-sync": "http_submit_sync.json",
     "GET /v1/llm/completions/{request_id}": "http_get_completion.json",
+    "POST /v1/llm/completions/{request_id}/cancel": "http_cancel_completion.json",
+    "POST /v1/llm/completions/{request_id}/retry": "http_retry_completion.json",
     "GET /v1/llm/model-endpoints": "http_model_endpoints.json",
     "GET /v1/llm/model-endpoints/{model_endpoint_name}": "http_get_model_endpoint.json",
 }
@@ -22,6 +24,7 @@ WEBSOCKET_EVENTS = {
     "$disconnect": "ws_disconnect.json",
     "complete": "ws_complete.json",
     "subscribe": "ws_subscribe.json",
+    "cancel": "ws_cancel.json",
     "$default": "ws_default.json",
 }
 

@@ -68,6 +68,7 @@ def test_real_template_websocket_routes() -> None:
         "$disconnect": ("handlers.websocket.disconnect", "DisconnectFunction", False),
         "complete": ("handlers.websocket.complete", "CompleteFunction", True),
         "subscribe": ("handlers.websocket.subscribe", "SubscribeFunction", True),
+        "cancel": ("handlers.websocket.cancel", "CancelFunction", True),
         "$default": ("handlers.websocket.default", "DefaultFunction", True),
     }
     assert all(r.timeout_seconds == 30 for r in routes.values())

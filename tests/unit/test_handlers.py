@@ -28,7 +28,7 @@ from tests.handler_support import (
 
 MISSING_KEY = "missing API key: send it in the x-api-key header"
 MALFORMED = "internal error: malformed gateway event"
-KNOWN_ACTIONS = "complete, subscribe"
+KNOWN_ACTIONS = "complete, subscribe, cancel"
 
 
 class NoCalls:
@@ -169,7 +169,7 @@ SEND_AN_ACTION = f'send {{"action": ...}} with one of: {KNOWN_ACTIONS}'
 @pytest.mark.parametrize(
     ("frame", "message"),
     [
-        (None, f"action: unknown action 'cancel'; known actions: {KNOWN_ACTIONS}"),
+        (None, f"action: unknown action 'pause'; known actions: {KNOWN_ACTIONS}"),
         ({"prompt": "The river"}, f"action: field required; known actions: {KNOWN_ACTIONS}"),
         ("not json", f"frame: not valid JSON; {SEND_AN_ACTION}"),
         ('["complete"]', f"frame: must be a JSON object; {SEND_AN_ACTION}"),

@@ -20,6 +20,8 @@ EXPECTED_ROUTES = {
     ("POST", "/v1/llm/completions-async", "handlers.submit.handle_async"),
     ("POST", "/v1/llm/completions-sync", "handlers.submit.handle_sync"),
     ("GET", "/v1/llm/completions/{request_id}", "handlers.status.handler"),
+    ("POST", "/v1/llm/completions/{request_id}/cancel", "handlers.cancel.handler"),
+    ("POST", "/v1/llm/completions/{request_id}/retry", "handlers.retry.handler"),
     ("GET", "/v1/llm/model-endpoints", "handlers.model_endpoints.handler"),
     (
         "GET",
@@ -34,9 +36,10 @@ WEBSOCKET_FUNCTIONS = {
     "$disconnect": "DisconnectFunction",
     "complete": "CompleteFunction",
     "subscribe": "SubscribeFunction",
+    "cancel": "CancelFunction",
     "$default": "DefaultFunction",
 }
-TWO_WAY_ROUTES = {"complete", "subscribe", "$default"}
+TWO_WAY_ROUTES = {"complete", "subscribe", "cancel", "$default"}
 
 EXPECTED_ENVIRONMENT = {
     "HEADRACE_TABLE_NAME": {"Ref": "JobsTable"},
@@ -73,9 +76,11 @@ def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]
     functions = resources_of_type(template, "AWS::Serverless::Function")
     http_functions = {k: f for k, f in functions.items() if f["Properties"].get("Events")}
     assert set(http_functions) == {
+        "RetryCompletionFunction",
         "SubmitAsyncFunction",
         "SubmitSyncFunction",
         "GetCompletionFunction",
+        "CancelCompletionFunction",
         "ModelEndpointsFunction",
         "GetModelEndpointFunction",
     }
@@ -138,11 +143,18 @@ def test_functions_get_least_privilege(template: dict[str, Any]) -> None:
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",  # the Idempotency-Key of a failed submit
             "sqs:GetQueueUrl",
             "sqs:SendMessage",
         }
     for name in ("GetCompletionFunction", "ModelEndpointsFunction", "GetModelEndpointFunction"):
         assert _policy_actions(resources[name]) == {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+    assert _policy_actions(resources["CancelCompletionFunction"]) == {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "execute-api:ManageConnections",
+    }
 
 
 def test_outputs(template: dict[str, Any]) -> None:
@@ -251,12 +263,20 @@ def test_websocket_functions_get_least_privilege(template: dict[str, Any]) -> No
         "CompleteFunction": {
             *table,
             "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",  # the idempotency_key of a failed submit
+            "dynamodb:Query",  # a repeated idempotency_key replays a finished job
             "sqs:GetQueueUrl",
             "sqs:SendMessage",
             "execute-api:ManageConnections",
         },
         "SubscribeFunction": {
             *table,
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "execute-api:ManageConnections",
+        },
+        "CancelFunction": {
+            "dynamodb:GetItem",
             "dynamodb:UpdateItem",
             "dynamodb:Query",
             "execute-api:ManageConnections",

@@ -7,6 +7,8 @@ One table, keys `pk`/`sk`:
   Its open WebSocket connections are listed in the same partition (headrace.core.tables.api_keys).
 - `model#<name>` / `presence`: until when a worker serves the model, and the context length
   that worker enforces for it (absent when the worker did not say).
+- `idem#<owner>#<sha256 of an Idempotency-Key>` / `idem`: which job a submit's key made
+  (headrace.core.tables.idempotency).
 
 Request builders here are pure (kwargs for the low-level client) so the handlers' boto3 client
 and the worker's aioboto3 client share one definition of every state transition.
@@ -20,7 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.core.contracts import CompletionRequest, JobError, JobStatus, JobView
+from headrace.core.contracts import AttemptView, CompletionRequest, JobError, JobStatus, JobView
+from headrace.core.tables import attempts as attempt_table
 
 Item = dict[str, dict[str, Any]]
 
@@ -71,6 +74,12 @@ class JobRecord:
     output: dict[str, Any] | None = None
     error: JobError | None = None
     subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.core.tables.streams)
+    cancel_requested_at: float | None = None  # a cancel asked for while the job was not final
+    attempt_limit: int | None = None  # set by a retry: attempts so far plus a new allowance
+    retries: int = 0  # times POST .../retry queued it again
+    requeued_at: float | None = None  # the last retry: its deadline counts from here
+    dead_lettered_at: float | None = None  # a worker last found its message in the DLQ
+    attempt_history: tuple[AttemptView, ...] = ()
 
     @classmethod
     def from_item(cls, item: Item) -> JobRecord:
@@ -82,11 +91,12 @@ class JobRecord:
 
         output = text("output")
         error = text("error")
+        status = JobStatus(item["status"]["S"])
         return cls(
             request_id=item["request_id"]["S"],
             owner=item["owner"]["S"],
             model=item["model"]["S"],
-            status=JobStatus(item["status"]["S"]),
+            status=status,
             attempts=int(item.get("attempts", {"N": "0"})["N"]),
             request=CompletionRequest.model_validate_json(item["request"]["S"]),
             created_at=num("created_at") or 0.0,
@@ -99,9 +109,38 @@ class JobRecord:
             output=json.loads(output) if output else None,
             error=JobError.model_validate_json(error) if error else None,
             subscriptions=int(num("subscriptions") or 0),
+            cancel_requested_at=num("cancel_requested_at"),
+            attempt_limit=int(limit) if (limit := num("attempt_limit")) is not None else None,
+            retries=int(num("retries") or 0),
+            requeued_at=num("requeued_at"),
+            dead_lettered_at=num("dead_lettered_at"),
+            attempt_history=tuple(
+                attempt_table.history(item, status=status, epoch=int(num("epoch") or 0))
+            ),
         )
 
+    def has_attempts_left(self, max_attempts: int) -> bool:
+        """Whether another claim may decode it: HEADRACE_MAX_ATTEMPTS, or the allowance a
+        retry gave it."""
+        return self.attempts < (self.attempt_limit or max_attempts)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the job must be final (its request's timeout_seconds after the submit, or after
+        the last retry)."""
+        timeout = self.request.timeout_seconds
+        return (self.requeued_at or self.created_at) + timeout if timeout else None
+
+    def halt_due(self, now: float) -> JobStatus | None:
+        """How the job must end instead of being decoded (further): CANCELLED if a cancel was
+        asked for, TIMED_OUT if its deadline passed; None if neither."""
+        if self.cancel_requested_at is not None:
+            return JobStatus.CANCELLED
+        deadline = self.deadline
+        return JobStatus.TIMED_OUT if deadline is not None and now >= deadline else None
+
     def view(self) -> JobView:
+        has_output = self.status is JobStatus.SUCCEEDED or self.status.is_halted  # or partial
         return JobView(
             request_id=self.request_id,
             status=self.status,
@@ -110,8 +149,14 @@ class JobRecord:
             created_at=iso(self.created_at),
             started_at=iso(self.started_at) if self.started_at else None,
             finished_at=iso(self.finished_at) if self.finished_at else None,
-            output=self.output if self.status is JobStatus.SUCCEEDED else None,
+            output=self.output if has_output else None,
             error=self.error if self.status is JobStatus.FAILED else None,
+            deadline=iso(self.deadline) if self.deadline else None,
+            cancel_requested_at=iso(self.cancel_requested_at) if self.cancel_requested_at else None,
+            priority=self.request.priority,
+            attempt_history=list(self.attempt_history),
+            dead_lettered_at=iso(self.dead_lettered_at) if self.dead_lettered_at else None,
+            retries=self.retries,
         )
 
 
@@ -166,6 +211,55 @@ def fail_queued_job(table: str, request_id: str, *, reason: str, now: float) -> 
             ":error": {"S": JobError(message=reason, type="enqueue_failed").model_dump_json()},
             ":now": _n(now),
         },
+    }
+
+
+def cancel_queued_job(
+    table: str, *, request_id: str, owner: str, now: float, output: dict[str, Any]
+) -> dict[str, Any]:
+    """QUEUED, never started -> CANCELLED at once, with `output` (nothing decoded). A job that
+    ran before (handed back) may have streamed: its worker ends it (`request_cancel`)."""
+    return {
+        "TableName": table,
+        "Key": job_key(request_id),
+        "UpdateExpression": (
+            "SET #s = :cancelled, #out = :output, cancel_requested_at = :now,"
+            " finished_at = :now, updated_at = :now"
+        ),
+        "ConditionExpression": (
+            "#s = :queued AND #o = :owner AND (attribute_not_exists(epoch) OR epoch = :zero)"
+        ),
+        "ExpressionAttributeNames": {"#s": "status", "#o": "owner", "#out": "output"},
+        "ExpressionAttributeValues": {
+            ":cancelled": {"S": JobStatus.CANCELLED.value},
+            ":queued": {"S": JobStatus.QUEUED.value},
+            ":owner": {"S": owner},
+            ":output": {"S": json.dumps(output)},
+            ":zero": _n(0),
+            ":now": _n(now),
+        },
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def request_cancel(table: str, *, request_id: str, owner: str, now: float) -> dict[str, Any]:
+    """Record a cancel on a job that is not final (its status unchanged): the worker that holds
+    it, or the next to claim it, stops it and ends it CANCELLED. The first request's time stays."""
+    return {
+        "TableName": table,
+        "Key": job_key(request_id),
+        "UpdateExpression": (
+            "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now), updated_at = :now"
+        ),
+        "ConditionExpression": "#o = :owner AND (#s = :queued OR #s = :running)",
+        "ExpressionAttributeNames": {"#s": "status", "#o": "owner"},
+        "ExpressionAttributeValues": {
+            ":queued": {"S": JobStatus.QUEUED.value},
+            ":running": {"S": JobStatus.RUNNING.value},
+            ":owner": {"S": owner},
+            ":now": _n(now),
+        },
+        "ReturnValues": "ALL_NEW",
     }
 
 

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from headrace.core.contracts import CompletionRequest, JobError, JobMessage, JobStatus
+from headrace.core.tables import attempts
 from headrace.core.tables.jobs import Item, JobRecord, job_key
 
 WORKER_LEASE_TTL_S = 24 * 3600  # the record of a dead worker's lease lingers this long
@@ -83,13 +84,20 @@ def claim_recorded_job(
     the actions of `claim_job`, which also fills in a missing record: the local AWS endpoint
     spends its time per action (13 ms a claim against 7.5), on the cores that decode.
     """
+    logged, log_values = attempts.log_claim(worker_id, now)
     return {
         "TableName": table,
         "Key": job_key(request_id),
-        "UpdateExpression": f"{_CLAIMED}, attempts = attempts + :one",
-        "ConditionExpression": "#s = :queued AND attempts < :max",
+        "UpdateExpression": f"{_CLAIMED}, attempts = attempts + :one, {logged}",
+        # A retried job (POST .../retry) has an attempt limit of its own: its attempts so far
+        # plus a new allowance.
+        "ConditionExpression": (
+            "#s = :queued AND (attempts < attempt_limit"
+            " OR (attribute_not_exists(attempt_limit) AND attempts < :max))"
+        ),
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": {
+            **log_values,
             ":running": {"S": JobStatus.RUNNING.value},
             ":queued": {"S": JobStatus.QUEUED.value},
             ":zero": _n(0),
@@ -122,8 +130,9 @@ def claim_job(
     claim = claim_recorded_job(
         table, request_id=request_id, worker_id=worker_id, now=now, max_attempts=max_attempts
     )
+    logged, _ = attempts.log_claim(worker_id, now)
     claim["UpdateExpression"] = (
-        f"{_CLAIMED}, attempts = if_not_exists(attempts, :zero) + :one,"
+        f"{_CLAIMED}, attempts = if_not_exists(attempts, :zero) + :one, {logged},"
         " request_id = if_not_exists(request_id, :rid), #o = if_not_exists(#o, :owner),"
         " #m = if_not_exists(#m, :model), #r = if_not_exists(#r, :request),"
         " created_at = if_not_exists(created_at, :now),"
@@ -149,7 +158,9 @@ def take_over_job(
     """The job as `record` shows it (RUNNING on a lapsed lease, or QUEUED) -> RUNNING, leased to
     worker_id in the next epoch: a new attempt (`attempt`, attempts +1), or only to end it."""
     condition, values = _as_read(record)
-    update = "SET #s = :running, lease_owner = :worker, updated_at = :now, epoch = :next"
+    logged, log_values = attempts.log_claim(worker_id, now, decodes=attempt)
+    values.update(log_values)
+    update = f"SET #s = :running, lease_owner = :worker, updated_at = :now, epoch = :next, {logged}"
     if attempt:
         update += ", attempts = attempts + :one, started_at = :now"
         values[":one"] = _n(1)
@@ -223,31 +234,38 @@ def finish_job(
     now: float,
     output: dict[str, Any] | None = None,
     error: JobError | None = None,
+    halted: JobStatus | None = None,
 ) -> dict[str, Any]:
-    """RUNNING (leased to worker_id in `epoch`) -> SUCCEEDED with output, or FAILED with error.
+    """RUNNING (leased to worker_id in `epoch`) -> SUCCEEDED with output, FAILED with error, or
+    `halted` (CANCELLED or TIMED_OUT) with the partial output.
 
     Returns the job's `subscriptions` as of the write (UPDATED_NEW), so the worker knows
     whether someone subscribed after it last looked.
     """
     condition, values = _leased_by(worker_id, epoch)
     if output is not None:
-        status, field, payload = JobStatus.SUCCEEDED, "output", json.dumps(output)
+        status = halted or JobStatus.SUCCEEDED
+        field, payload = "output", json.dumps(output)
     elif error is not None:
         status, field, payload = JobStatus.FAILED, "error", error.model_dump_json()
     else:
         raise ValueError("finish_job needs an output or an error")
+    logged, log_values = attempts.log_end(
+        epoch, now, status.value, error.message if error is not None else None
+    )
     return {
         "TableName": table,
         "Key": job_key(request_id),
         "UpdateExpression": (
             "SET #s = :final, #f = :payload, finished_at = :now, updated_at = :now,"
-            " subscriptions = if_not_exists(subscriptions, :zero)"
+            f" subscriptions = if_not_exists(subscriptions, :zero), {logged}"
             " REMOVE lease_owner"
         ),
         "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#s": "status", "#f": field},
         "ExpressionAttributeValues": {
             **values,
+            **log_values,
             ":final": {"S": status.value},
             ":payload": {"S": payload},
             ":now": _n(now),
@@ -264,7 +282,9 @@ def release_job(
     `refund`: the attempt does not count (a shutdown is no fault of the job's); the epoch
     stays raised."""
     condition, values = _leased_by(worker_id, epoch)
-    update = "SET #s = :queued, updated_at = :now"
+    logged, log_values = attempts.log_end(epoch, now, attempts.HANDED_BACK)
+    values.update(log_values)
+    update = f"SET #s = :queued, updated_at = :now, {logged}"
     if refund:
         update += ", attempts = attempts - :one"
         values[":one"] = _n(1)

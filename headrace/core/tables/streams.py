@@ -248,12 +248,13 @@ def add_subscription(
 
 
 def get_subscription_counts(table: str, request_ids: list[str]) -> dict[str, Any]:
-    """BatchGetItem (at most 100 ids) of the jobs' `subscriptions` counters."""
+    """BatchGetItem (at most 100 ids) of the jobs' `subscriptions` counters, and whether a
+    cancel was asked for (headrace.core.tables.jobs.request_cancel)."""
     return {
         "RequestItems": {
             table: {
                 "Keys": [job_key(r) for r in request_ids],
-                "ProjectionExpression": "pk, subscriptions",
+                "ProjectionExpression": "pk, subscriptions, cancel_requested_at",
                 "ConsistentRead": True,
             }
         }
@@ -264,6 +265,11 @@ def subscription_count(item: Item) -> tuple[str, int]:
     """(request_id, subscriptions) of an item that get_subscription_counts returned."""
     count = item.get("subscriptions")
     return item["pk"]["S"].removeprefix("job#"), int(count["N"]) if count else 0
+
+
+def cancel_requested(item: Item) -> bool:
+    """Whether a cancel was asked for the job of an item that get_subscription_counts returned."""
+    return "cancel_requested_at" in item
 
 
 def query_subscriptions(table: str, request_id: str) -> dict[str, Any]:
