@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install dev test test-fast lint bench chaos fuzz soak clean
+.PHONY: install dev test test-fast lint bench chaos fuzz soak audit clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +53,22 @@ fuzz: $(INSTALLED)
 soak: $(INSTALLED)
 	$(VENV)/bin/python -m tests.suites.soak $(ARGS)
 
+# checkov on what AWS deploys: template.yaml through the SAM transform (infra/sam_transform.py),
+# every check but those infra/checkov-skips.txt lists with a reason. checkov pins its own boto3,
+# so it gets a virtual environment of its own.
+AUDIT_VENV := .venv-audit
+$(AUDIT_VENV)/.installed:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AUDIT_VENV)/bin/python -m pip install --quiet "checkov==3.3.*"
+	touch $@
+
+audit: $(INSTALLED) $(AUDIT_VENV)/.installed
+	mkdir -p build
+	$(VENV)/bin/python -m infra.sam_transform --output build/template.json
+	$(AUDIT_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
+		--file build/template.json \
+		--skip-check "$$(grep -o '^CKV[A-Z0-9_]*' infra/checkov-skips.txt | paste -sd, -)"
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AUDIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
