@@ -36,8 +36,8 @@ LOADED_MODULES = (
 def test_the_template_names_the_handler_modules() -> None:
     assert HANDLER_MODULES == [
         "handlers.cancel",
-        "handlers.retry",
         "handlers.model_endpoints",
+        "handlers.retry",
         "handlers.status",
         "handlers.submit",
         "handlers.websocket",
