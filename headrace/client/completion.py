@@ -64,6 +64,7 @@ class Completion:
         skip_special_tokens: bool | None = ...,
         idempotency_key: str | None = ...,
         priority: Priority | None = ...,
+        timeout_seconds: float | None = ...,
     ) -> CompletionSyncResponse: ...
 
     @overload
@@ -91,6 +92,7 @@ class Completion:
         skip_special_tokens: bool | None = ...,
         idempotency_key: str | None = ...,
         priority: Priority | None = ...,
+        timeout_seconds: float | None = ...,
     ) -> Iterator[CompletionStreamResponse]: ...
 
     @classmethod
@@ -116,10 +118,14 @@ class Completion:
         skip_special_tokens: bool | None = None,
         idempotency_key: str | None = None,
         priority: Priority | None = None,
+        timeout_seconds: float | None = None,
     ) -> CompletionSyncResponse | Iterator[CompletionStreamResponse]:
         """Complete `prompt`. Not streaming: wait for the response (sync route, else submit
         and poll with backoff). Streaming: an iterator of events over the WebSocket API.
-        `idempotency_key`: a repeat with the same key and request gets the first one's job."""
+        `idempotency_key`: a repeat with the same key and request gets the first one's job.
+        `priority`: the lane ("interactive", the server's default, or "batch").
+        `timeout_seconds`: the job's deadline on the server (TIMED_OUT past it); `timeout` is
+        how long this call waits."""
         given = locals()
         fields = {k: v for k, v in given.items() if k not in _NOT_FIELDS}
         body = request_body(prompt, **fields)
@@ -155,6 +161,7 @@ class Completion:
         skip_special_tokens: bool | None = ...,
         idempotency_key: str | None = ...,
         priority: Priority | None = ...,
+        timeout_seconds: float | None = ...,
     ) -> CompletionSyncResponse: ...
 
     @overload
@@ -182,6 +189,7 @@ class Completion:
         skip_special_tokens: bool | None = ...,
         idempotency_key: str | None = ...,
         priority: Priority | None = ...,
+        timeout_seconds: float | None = ...,
     ) -> AsyncIterator[CompletionStreamResponse]: ...
 
     @classmethod
@@ -207,6 +215,7 @@ class Completion:
         skip_special_tokens: bool | None = None,
         idempotency_key: str | None = None,
         priority: Priority | None = None,
+        timeout_seconds: float | None = None,
     ) -> CompletionSyncResponse | AsyncIterator[CompletionStreamResponse]:
         """`create`, awaited: `await Completion.acreate(...)`; with `stream=True` the result is
         an async iterator (`async for response in await Completion.acreate(...)`)."""

@@ -8,6 +8,7 @@ import asyncio
 import importlib
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -253,3 +254,23 @@ def test_llm_engine_client_gets_the_same_completion(
     with pytest.raises(llmengine.errors.UnauthorizedError):
         llmengine.Completion.create(model=DEV_MODEL_NAME, prompt=prompt, max_new_tokens=2)
     assert os.environ["LLM_ENGINE_BASE_PATH"].startswith("http://127.0.0.1")
+
+
+def test_create_sends_the_lane_and_the_deadline(client: LocalStack, api: Api) -> None:
+    response = Completion.create(
+        prompt="The mill",
+        max_new_tokens=4,
+        temperature=0,
+        priority="batch",
+        timeout_seconds=600,
+    )
+    job = api.wait(response.request_id)
+    assert job["priority"] == "batch"
+    assert _seconds_between(job["created_at"], job["deadline"]) == pytest.approx(600, abs=0.01)
+    with pytest.raises(BadRequestError) as raised:
+        Completion.create(prompt="The mill", max_new_tokens=4, timeout_seconds=-1)
+    assert raised.value.detail.startswith("timeout_seconds")
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
