@@ -13,9 +13,21 @@ from typing import Any
 SQS_QUEUE = "AWS::SQS::Queue"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 S3_BUCKET = "AWS::S3::Bucket"
+EVENT_BUS = "AWS::Events::EventBus"
+EVENT_RULE = "AWS::Events::Rule"
+EVENT_BUS_POLICY = "AWS::Events::EventBusPolicy"
+QUEUE_POLICY = "AWS::SQS::QueuePolicy"
 # Created in this order when nothing else decides: the account id, if not given, is read from
 # the first ARN a queue or table reports, and the bucket name needs it.
-PROVISIONED_TYPES = (SQS_QUEUE, DYNAMODB_TABLE, S3_BUCKET)
+PROVISIONED_TYPES = (
+    SQS_QUEUE,
+    DYNAMODB_TABLE,
+    S3_BUCKET,
+    EVENT_BUS,
+    EVENT_RULE,
+    EVENT_BUS_POLICY,
+    QUEUE_POLICY,
+)
 
 _NO_VALUE = object()  # AWS::NoValue: drop the property
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")

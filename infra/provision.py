@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from infra.event_builders import EVENT_BUILDERS
 from infra.intrinsics import ProvisionError, StackResolver, creation_order, parameter_values
 from infra.resource_builders import RESOURCE_BUILDERS, AwsClients
 from infra.template import load_template
+
+# Resource type -> the builder that creates one from its resolved properties.
+BUILDERS = {**RESOURCE_BUILDERS, **EVENT_BUILDERS}
 
 __all__ = [
     "AwsClients",
@@ -40,6 +44,9 @@ BATCH_QUEUE = "BatchJobsQueue"
 BATCH_DLQ = "BatchJobsDeadLetterQueue"
 JOBS_TABLE = "JobsTable"
 MODELS_BUCKET = "ModelsBucket"
+EVENT_BUS = "EventBus"
+INTAKE_QUEUE = "IntakeQueue"
+WEBHOOK_QUEUE = "WebhookQueue"
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,14 @@ class ProvisionedResources:
     stack_name: str = "headrace"
     region: str = "us-east-1"
     account_id: str = ""
+    # The event side ("": the template has none).
+    event_bus_name: str = ""
+    intake_queue_name: str = ""
+    intake_queue_url: str = ""
+    webhook_queue_name: str = ""
+    table_stream_arn: str = ""
+    # Every resource built: logical id -> its attributes (Arn, QueueUrl, StreamArn, ...).
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
 
 def settings_overrides(resources: ProvisionedResources) -> dict[str, str]:
@@ -72,6 +87,8 @@ def settings_overrides(resources: ProvisionedResources) -> dict[str, str]:
     lanes = {
         "HEADRACE_BATCH_QUEUE_NAME": resources.batch_queue_name,
         "HEADRACE_BATCH_DLQ_NAME": resources.batch_dlq_name,
+        "HEADRACE_EVENT_BUS_NAME": resources.event_bus_name,
+        "HEADRACE_WEBHOOK_QUEUE_NAME": resources.webhook_queue_name,
     }
     return {
         **{name: value for name, value in lanes.items() if value},
@@ -114,7 +131,7 @@ def provision(
         if "Condition" in resource:
             raise ProvisionError(f"{logical_id}: conditional resources are not supported")
         props = stack.resolve(resource.get("Properties", {}), where=logical_id)
-        RESOURCE_BUILDERS[resource["Type"]](clients, stack, logical_id, props)
+        BUILDERS[resource["Type"]](clients, stack, logical_id, props)
 
     for logical_id in (JOBS_QUEUE, JOBS_DLQ, JOBS_TABLE, MODELS_BUCKET):
         if logical_id not in stack.refs:
@@ -142,6 +159,12 @@ def provision(
         stack_name=stack_name,
         region=region,
         account_id=stack.account_id(),
+        event_bus_name=stack.refs.get(EVENT_BUS, ""),
+        intake_queue_name=stack.attrs.get(INTAKE_QUEUE, {}).get("QueueName", ""),
+        intake_queue_url=stack.refs.get(INTAKE_QUEUE, ""),
+        webhook_queue_name=stack.attrs.get(WEBHOOK_QUEUE, {}).get("QueueName", ""),
+        table_stream_arn=stack.attrs[JOBS_TABLE].get("StreamArn", ""),
+        attributes={lid: {"Ref": stack.refs[lid], **attrs} for lid, attrs in stack.attrs.items()},
     )
 
 

@@ -36,6 +36,7 @@ class AwsClients:
     sqs: SQSClient
     dynamodb: DynamoDBClient
     s3: S3Client
+    events: Any = None  # EventBridge (infra/event_builders.py)
 
     @classmethod
     def create(
@@ -51,12 +52,15 @@ class AwsClients:
             sqs=session.client("sqs", endpoint_url=endpoint_url, region_name=region_name),
             dynamodb=session.client("dynamodb", endpoint_url=endpoint_url, region_name=region_name),
             s3=session.client("s3", endpoint_url=endpoint_url, region_name=region_name),
+            events=session.client("events", endpoint_url=endpoint_url, region_name=region_name),
         )
 
     def close(self) -> None:
         self.sqs.close()
         self.dynamodb.close()
         self.s3.close()
+        if self.events is not None:
+            self.events.close()
 
 
 def _error_code(error: ClientError) -> str:
@@ -254,7 +258,10 @@ def build_table(
                 )
             },
         )
-    stack.created(logical_id, name, {"Arn": table["TableArn"]})
+    attributes = {"Arn": table["TableArn"]}
+    if table.get("LatestStreamArn"):
+        attributes["StreamArn"] = table["LatestStreamArn"]
+    stack.created(logical_id, name, attributes)
 
 
 def build_bucket(

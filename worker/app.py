@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+import aiohttp
 
 from headrace.core.aws import boto3_client, client_kwargs
 from headrace.core.aws_calls import call_aws_async
@@ -26,6 +27,7 @@ from worker.consumer import QueueConsumer
 from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig, default_batching
 from worker.scheduler import ModelRunner
+from worker.task_protection import AgentEndpoint, TaskProtection
 
 logger = logging.getLogger("headrace.worker")
 
@@ -92,6 +94,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         found = await call_aws_async(sqs.get_queue_url, QueueName=settings.queue_name)
         queue_url = found["QueueUrl"]
         post = ConnectionPoster(session, settings, stack)
+        protection = None
+        if settings.ecs_agent_uri:
+            agent = aiohttp.ClientSession()
+            stack.push_async_callback(agent.close)
+            protection = TaskProtection(
+                AgentEndpoint(settings.ecs_agent_uri, agent).send,
+                expires_minutes=settings.task_protection_minutes,
+                idle_seconds=settings.task_protection_idle_seconds,
+            )
         consumer = QueueConsumer(
             settings,
             sqs=sqs,
@@ -106,6 +117,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 sqs, settings.batch_dlq_name, "batch lane's dead-letter queue"
             ),
             heartbeat_clients=heartbeat,
+            protection=protection,
         )
         try:
             await consumer.run(stop)

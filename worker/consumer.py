@@ -38,6 +38,7 @@ from worker.progress import ProgressSignal, Watch
 from worker.publisher import Post, StreamPublisher
 from worker.scheduler import Arrival, Decoded, DecodeFailed, ModelRunner
 from worker.stream_opener import OpenedStream, StreamOpener
+from worker.task_protection import TaskProtection
 
 logger = logging.getLogger("headrace.worker")
 
@@ -57,6 +58,7 @@ class QueueConsumer:
         batch_queue_url: str | None = None,
         batch_dlq_url: str | None = None,
         heartbeat_clients: tuple[Any, Any] | None = None,  # (sqs, dynamodb) of its own
+        protection: TaskProtection | None = None,  # ECS scale-in protection while busy
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -80,6 +82,7 @@ class QueueConsumer:
             worker_id=worker_id,
             context_lengths={name: r.engine.max_context_tokens for name, r in runners.items()},
             clock=clock,
+            lanes={"interactive": interactive, **({"batch": batch} if batch else {})},
         )
         self.streams = StreamOpener(
             settings, dynamodb=dynamodb, worker_id=worker_id, post=post, clock=clock
@@ -111,7 +114,9 @@ class QueueConsumer:
             self._handle,
             receive_wait_seconds=settings.receive_wait_seconds,
             clock=clock,
+            on_load=protection.load if protection is not None else None,
         )
+        self.protection = protection
 
     async def run(self, stop: asyncio.Event) -> None:
         # No claim before this worker holds a lease: a job leased to a worker without one is
@@ -129,6 +134,11 @@ class QueueConsumer:
         background.append(asyncio.create_task(self.presence.announce(), name="presence"))
         for dead_letters in self.dead_letters:
             background.append(asyncio.create_task(dead_letters.run(), name="dead-letters"))
+        protecting = (
+            asyncio.create_task(self.protection.run(), name="task-protection")
+            if self.protection is not None
+            else None
+        )
         self.intake.start()
         logger.info(
             "worker ready", extra={"worker_id": self.worker_id, "capacity": self.intake.capacity}
@@ -142,6 +152,10 @@ class QueueConsumer:
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self.leases.release_all()
             await self.presence.withdraw()
+            if protecting is not None and self.protection is not None:
+                protecting.cancel()
+                await asyncio.gather(protecting, return_exceptions=True)
+                await self.protection.clear()  # nothing is held any more
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -37,12 +37,14 @@ class Intake:
         *,
         receive_wait_seconds: int,
         clock: Callable[[], float],
+        on_load: Callable[[int], None] | None = None,
     ) -> None:
         self.queue = queue
         self.runners = runners
         self.handle = handle
         self.receive_wait_seconds = receive_wait_seconds
         self.clock = clock
+        self.on_load = on_load  # told the number of messages held whenever it changes
         self.capacity = sum(r.prefetch for r in runners.values())
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -57,7 +59,11 @@ class Intake:
         self._receiving = asyncio.create_task(self._receive_loop(), name="receive")
 
     async def stop(self, *, grace: float) -> None:
-        """Receive no more; give the messages in hand `grace` seconds, then cancel them."""
+        """Receive no more; give the messages in hand until `grace` seconds from now (from the
+        SIGTERM, whatever the long poll in flight takes: the task's stop timeout counts from
+        there too), then cancel them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         # Let a long poll in flight return rather than cancel it: a cancelled poll may still
         # take messages server-side, which then stay invisible for a whole timeout.
         self._stopping = True
@@ -70,7 +76,7 @@ class Intake:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._receiving
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace)
+            await asyncio.wait(self._tasks, timeout=max(0.0, deadline - loop.time()))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -111,11 +117,15 @@ class Intake:
         task = asyncio.create_task(self.handle(message, job, arrival, received_at))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        if self.on_load is not None:
+            self.on_load(len(self._tasks))
         if arrival is not None:
             task.add_done_callback(lambda _: arrival.done())  # even if cancelled before it ran
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self.on_load is not None:
+            self.on_load(len(self._tasks))
         self._slot_freed.set()
         self._set_intake_full(len(self._tasks) >= self.capacity)
         if not task.cancelled() and task.exception() is not None:

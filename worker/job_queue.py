@@ -59,6 +59,15 @@ class JobQueue:
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 
+    async def visible(self) -> int:
+        """SQS's approximate count of the messages waiting to be received."""
+        found = await self.aws(
+            self.sqs.get_queue_attributes,
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )
+        return int(found.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+
     async def send(self, body: str, *, delay_seconds: int = 0) -> None:
         """Enqueue a message; raises HeadraceError if it could not be sent."""
         await self.aws(

@@ -12,7 +12,8 @@ from headrace.core.tables import jobs as job_table
 
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
-    """`x-api-key`, or the user name of HTTP basic auth (the LLM Engine client sends both).
+    """`x-api-key`, the user name of HTTP basic auth (the LLM Engine client sends both), or a
+    bearer token (`Authorization: Bearer KEY`, what OpenAI's SDKs send).
 
     `headers` must be case-insensitive or lower-cased (payload 2.0 lower-cases them). Basic
     credentials that are not base64 of UTF-8 are Unauthorized.
@@ -21,6 +22,8 @@ def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
     if key:
         return key
     scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
     if scheme.lower() != "basic" or not credentials:
         return None
     try:

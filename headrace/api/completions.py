@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import Callable
 
+from headrace.api import webhook_urls
 from headrace.api.services import ApiServices
 from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import CompletionRequest, JobMessage, SubmitResponse
@@ -67,6 +68,7 @@ def check_limits(settings: Settings, request: CompletionRequest) -> None:
             f"timeout_seconds: {request.timeout_seconds:g} exceeds the limit of"
             f" {settings.max_timeout_seconds:g}"
         )
+    webhook_urls.check_request(settings, request)
 
 
 def timeout_of(settings: Settings, request: CompletionRequest) -> float:

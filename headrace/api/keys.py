@@ -16,6 +16,7 @@ from headrace.api import websocket
 from headrace.api.services import ApiServices
 from headrace.core.aws_calls import call_aws
 from headrace.core.errors import HeadraceError, InvalidRequest, NotFound
+from headrace.core.key_ids import PUBLIC_PREFIX
 from headrace.core.tables import api_keys as key_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables.api_keys import ApiKeyRecord, KeyConnection
@@ -103,6 +104,7 @@ def revoke_key(services: ApiServices, key_or_id: str) -> Revocation:
 def _key_id(services: ApiServices, key_or_id: str) -> str:
     """The id of a key given as itself or as its id; a stored key decides if both could be."""
     candidates = [job_table.hash_api_key(key_or_id)]
+    key_or_id = key_or_id.removeprefix(PUBLIC_PREFIX)  # the public id, hk_<hash>
     if _KEY_ID.match(key_or_id):
         candidates.insert(0, key_or_id)
     for key_id in candidates:

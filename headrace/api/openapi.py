@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from headrace.api import openapi_openai, openapi_webhooks
 from headrace.core import routes
 from headrace.core.contracts import (
     CompletionRequest,
@@ -48,6 +49,8 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ModelEndpoint, "serialization"),
     (ErrorResponse, "serialization"),
     (StreamEvent, "serialization"),
+    *openapi_webhooks.MODELS,
+    *openapi_openai.MODELS,
 ]
 
 # Served by the local gateway beside the template's routes (headrace.dev.sse); on AWS a
@@ -197,6 +200,8 @@ def _paths() -> dict[str, Any]:
         routes.COMPLETION_CANCEL: {"post": _cancel()},
         routes.COMPLETION_RETRY: {"post": _retry()},
         **_model_paths(),
+        **openapi_webhooks.webhook_paths(_json, _errors, lambda text: _json(ErrorResponse, text)),
+        **openapi_openai.openai_paths(),
     }
 
 
@@ -285,11 +290,12 @@ def openapi_document() -> dict[str, Any]:
             "title": "Headrace",
             "version": version("headrace"),
             "description": "Queue-driven LLM completions with the request and response shapes "
-            "of Scale's LLM Engine. Send the API key as `x-api-key` (or as the user name of "
-            'HTTP basic auth). Errors are `{"detail": ...}`.',
+            "of Scale's LLM Engine, and OpenAI's API beside them. Send the API key as "
+            "`x-api-key` (or as the user name of HTTP basic auth, or as a bearer token). Errors "
+            'are `{"detail": ...}`, on the OpenAI-compatible routes OpenAI\'s `{"error": ...}`.',
         },
         "servers": [{"url": "http://127.0.0.1:8080", "description": "the local stack (make dev)"}],
-        "security": [{"ApiKeyHeader": []}, {"BasicAuth": []}],
+        "security": [{"ApiKeyHeader": []}, {"BasicAuth": []}, {"BearerAuth": []}],
         "paths": _paths(),
         "components": {
             "schemas": schemas["$defs"],
@@ -299,6 +305,11 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "basic",
                     "description": "The API key as the user name (the LLM Engine client)",
+                },
+                "BearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The API key as a bearer token (OpenAI's SDKs)",
                 },
             },
         },

@@ -37,6 +37,24 @@ class ApiServices:
             client = self._management_clients[endpoint] = self.management_client_factory(endpoint)
         return client
 
+    @functools.cached_property
+    def events(self) -> Any:
+        """The EventBridge client, made on first use: only the event handlers need one."""
+        return boto3_client(self.settings, "events")
+
+    @functools.cached_property
+    def s3(self) -> Any:
+        """The S3 client, made on first use: only chat reads a model's files (its template)."""
+        return boto3_client(self.settings, "s3")
+
+    def named_queue_url(self, name: str) -> str:
+        """The URL of a queue by name, found once."""
+        url = self._queue_urls.get(name)
+        if url is None:
+            found = call_aws(self.sqs.get_queue_url, QueueName=name)
+            url = self._queue_urls[name] = str(found["QueueUrl"])
+        return url
+
     def queue_url(self, priority: Priority = "interactive") -> str:
         """The URL of the queue of a lane, found once."""
         name = self.settings.batch_queue_name if priority == "batch" else self.settings.queue_name

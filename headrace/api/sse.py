@@ -51,11 +51,17 @@ async def start(
     return OpenedStream(owner=owner, request_id=submitted.request_id)
 
 
-async def frames(services: ApiServices, opened: OpenedStream) -> AsyncIterator[bytes]:
-    """Every event as one SSE frame; a failure after streaming began is one error event."""
+async def frames(
+    services: ApiServices, opened: OpenedStream, *, timeout_seconds: float = 900.0
+) -> AsyncIterator[bytes]:
+    """Every event as one SSE frame; a failure after streaming began is one error event (and a
+    stream still going after `timeout_seconds` ends with a 504 one)."""
     try:
         async for event in follow_stored(
-            services, owner=opened.owner, request_id=opened.request_id
+            services,
+            owner=opened.owner,
+            request_id=opened.request_id,
+            timeout_seconds=timeout_seconds,
         ):
             line = json.dumps(event.model_dump(mode="json"), ensure_ascii=False)
             yield f"data: {line}\n\n".encode()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headrace.client.dev_state import dev_state_path, read_dev_state
+from headrace.core.key_ids import public_key_id
 
 if TYPE_CHECKING:  # the service modules load boto3: only a command that runs imports them
     from headrace.api.services import ApiServices
@@ -45,8 +46,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     create = actions.add_parser(
         "create",
         help="create a key; prints it once, and its id",
-        description="Create a random API key. It is printed once: only its hash (the key id) "
-        f"is stored. {_STACK_HELP}",
+        description="Create a random API key. It is printed once: only its hash is stored; "
+        f"its id is hk_ and the hash. {_STACK_HELP}",
     )
     create.add_argument("--name", required=True, help="what the key is for (shown by list)")
     create.add_argument("--json", action="store_true", help='print {"api_key", "key_id", "name"}')
@@ -151,10 +152,12 @@ def _create(args: argparse.Namespace, services: ApiServices) -> int:
     from headrace.api import keys
 
     api_key, key_id = keys.create_key(services, args.name)
+    public_id = public_key_id(key_id)  # what jobs, events and intake messages name
     if args.json:
-        print(json.dumps({"api_key": api_key, "key_id": key_id, "name": args.name.strip()}))
+        answer = {"api_key": api_key, "key_id": key_id, "id": public_id, "name": args.name.strip()}
+        print(json.dumps(answer))
     else:
-        print(f"API key  {api_key}\nKey id   {key_id}")
+        print(f"API key  {api_key}\nKey id   {public_id}")
         print("Store the key now: it is not shown again.", file=sys.stderr)
     return 0
 
@@ -163,12 +166,20 @@ def _list(args: argparse.Namespace, services: ApiServices) -> int:
     from headrace.api import keys
 
     records = keys.list_keys(services)
-    rows = [{"key_id": r.key_id, "name": r.name, "created_at": _iso(r.created_at)} for r in records]
+    rows = [
+        {
+            "key_id": r.key_id,
+            "id": public_key_id(r.key_id),
+            "name": r.name,
+            "created_at": _iso(r.created_at),
+        }
+        for r in records
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        print(f"{row['key_id']}  {row['created_at'] or '-':<25}  {row['name']}")
+        print(f"{row['id']}  {row['created_at'] or '-':<25}  {row['name']}")
     return 0
 
 
@@ -176,7 +187,7 @@ def _revoke(args: argparse.Namespace, services: ApiServices) -> int:
     from headrace.api import keys
 
     done = keys.revoke_key(services, args.key)
-    what = f"key {done.key_id}" + (f" ({done.name})" if done.name else "")
+    what = f"key {public_key_id(done.key_id)}" + (f" ({done.name})" if done.name else "")
     if done.name is None:
         what += " was already revoked"
     else:

@@ -10,8 +10,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from headrace.core.logs import configure_logging
+
+if TYPE_CHECKING:
+    from headrace.dev.autoscaler import LocalAutoscaler
+    from headrace.dev.stack import LocalStack
 
 logger = logging.getLogger("headrace.cli.main")
 
@@ -46,7 +51,31 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to serve on (default: %(default)s)"
     )
     dev.add_argument("--port", type=int, default=8080, help="gateway port (default: %(default)s)")
-    dev.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    dev.add_argument("--workers", type=int, default=None, help="worker processes (default: 1)")
+    scaling = dev.add_argument_group(
+        "autoscaling",
+        "With --max-workers, workers follow the backlog by the rule the template deploys "
+        '(README "How the fleet scales"): none while idle, one as soon as a job waits, more '
+        "as the backlog per worker passes --target-backlog, idle ones stopped after "
+        "--scale-in-after seconds.",
+    )
+    scaling.add_argument("--max-workers", type=int, default=None, help="most workers at once")
+    scaling.add_argument(
+        "--min-workers", type=int, default=0, help="fewest workers, even idle (default: 0)"
+    )
+    scaling.add_argument(
+        "--scale-in-after",
+        type=float,
+        default=30.0,
+        help="seconds of a smaller backlog before workers are stopped (default: %(default)s)",
+    )
+    scaling.add_argument(
+        "--target-backlog",
+        type=float,
+        default=16.0,
+        help="jobs waiting or running per worker before another starts: a CPU worker's batch "
+        "width (default: %(default)s)",
+    )
     dev.set_defaults(run=_run_dev)
 
     worker = commands.add_parser(
@@ -65,10 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=8080)
     gateway.set_defaults(run=_run_gateway)
 
-    from headrace.cli import client_commands, key_commands
+    from headrace.cli import client_commands, event_commands, key_commands
 
     client_commands.register(commands)
     key_commands.register(commands)
+    event_commands.register(commands)
     return parser
 
 
@@ -81,6 +111,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _run_gateway(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from handlers import openai_stream_app
     from headrace.api.openapi import openapi_document
     from headrace.core import routes
     from headrace.core.settings import Settings
@@ -102,11 +133,12 @@ def _run_gateway(args: argparse.Namespace) -> int:
             return web.json_response(openapi_document())
 
         gateway = LocalGateway.from_template(
+            streaming_routes=openai_stream_app.streaming_routes(),
             extra_routes=[
                 *websocket.route_defs(),
                 *sse_route.route_defs(),
                 web.get(routes.OPENAPI, openapi),
-            ]
+            ],
         )
         gateway.resolve_all()
         await gateway.start(args.host, args.port)
@@ -123,10 +155,18 @@ def _run_gateway(args: argparse.Namespace) -> int:
 def _run_dev(args: argparse.Namespace) -> int:
     from headrace.dev.stack import LocalStack, StackError, StackOptions
 
+    autoscaling = args.max_workers is not None
+    if autoscaling and not 0 <= args.min_workers <= args.max_workers:
+        print("headrace: need 0 <= --min-workers <= --max-workers", file=sys.stderr)
+        return 2
+    if autoscaling and args.workers is not None:
+        print("headrace: --workers is fixed; --max-workers scales: give one", file=sys.stderr)
+        return 2
     configure_logging("INFO")
     started = time.monotonic()
     stack = LocalStack(StackOptions(host=args.host, gateway_port=args.port, log_to_files=False))
     stop_requested = False
+    autoscaler: LocalAutoscaler | None = None
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stop_requested
@@ -138,13 +178,20 @@ def _run_dev(args: argparse.Namespace) -> int:
         signal.signal(signum, request_stop)
     try:
         print("Starting Headrace locally…", file=sys.stderr, flush=True)
-        stack.start(workers=args.workers)
+        stack.start(workers=0 if autoscaling else (args.workers or 1))
         if stop_requested:
             return 0
+        if autoscaling:
+            autoscaler = _autoscaler(stack, args)
         state_path = stack.write_state()
         _print_banner(stack, time.monotonic() - started, str(state_path))
+        if autoscaler is not None:
+            print(_scaling_note(args), flush=True)
         while not stop_requested:
-            stack.replace_dead_workers()  # as ECS would: one worker's crash is not the stack's
+            if autoscaler is not None:
+                autoscaler.tick()  # replaces a worker that dies too
+            else:
+                stack.replace_dead_workers()  # as ECS would: one worker's crash is not the stack's
             time.sleep(0.5)
         return 0
     except StackError as e:
@@ -156,7 +203,28 @@ def _run_dev(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             print("\nStopping…", file=sys.stderr, flush=True)
             stack.remove_state()
+            if autoscaler is not None:
+                autoscaler.stop()
             stack.stop()
+
+
+def _autoscaler(stack: LocalStack, args: argparse.Namespace) -> LocalAutoscaler:
+    from headrace.dev.autoscaler import LocalAutoscaler, local_policy
+
+    policy = local_policy(
+        min_workers=args.min_workers,
+        max_workers=args.max_workers,
+        scale_in_after=args.scale_in_after,
+        target_backlog=args.target_backlog,
+    )
+    return LocalAutoscaler.for_stack(stack, policy)
+
+
+def _scaling_note(args: argparse.Namespace) -> str:
+    return (
+        f"Workers follow the backlog: {args.min_workers} to {args.max_workers}, one started as "
+        f"soon as a job waits, idle ones stopped after {args.scale_in_after:g} s.\n"
+    )
 
 
 def _print_banner(stack: object, seconds: float, state_path: str) -> None:
@@ -170,6 +238,7 @@ Headrace is ready in {seconds:.1f}s.
 
   Base URL   {stack.base_url}
   API key    {stack.api_key}
+  Key id     {_key_id(stack.api_key)}  (what events and intake messages name)
   Model      {model}
   AWS        {stack.aws_endpoint_url}  (moto server)
   Recorded   {state_path}  (the CLI and the Python client read it)
@@ -184,6 +253,13 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
+
+
+def _key_id(api_key: str) -> str:
+    from headrace.core.key_ids import public_key_id
+    from headrace.core.tables.jobs import hash_api_key
+
+    return public_key_id(hash_api_key(api_key))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headrace.core.errors import InvalidRequest, UnprocessableBody
+from headrace.core.job_capacity import CapacityView
 
 # Fields in the LLM Engine contract that CTranslate2 cannot honour. Sending a value that would
 # change decoding is a 400 naming the field; it is never silently ignored.
@@ -36,6 +38,14 @@ MIN_TOP_P = 1e-6
 # The queue a job waits in: workers take interactive jobs first and batch jobs in the room
 # left (a bounded share of it while both wait). Not an LLM Engine field.
 Priority = Literal["interactive", "batch"]
+
+# Which of a job's events its callback_url hears of (headrace.core.events); by default the final
+# ones. Not LLM Engine fields, except callback_url, LLM Engine's name.
+CallbackEvent = Literal["started", "succeeded", "failed", "cancelled", "timed_out"]
+FINAL_CALLBACK_EVENTS: tuple[CallbackEvent, ...] = ("succeeded", "failed", "cancelled", "timed_out")
+# A request's `metadata` travels with every event, webhook and job view: kept small, as JSON.
+MAX_METADATA_BYTES = 2048
+MAX_CALLBACK_URL_LENGTH = 2048
 
 
 class CompletionRequest(BaseModel):
@@ -63,6 +73,26 @@ class CompletionRequest(BaseModel):
     # Engine field.
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     priority: Priority = "interactive"
+    # Echoed in the job's events, webhooks and view; at most MAX_METADATA_BYTES as JSON.
+    metadata: dict[str, Any] | None = None
+    # Where the job's events are POSTed, signed (Standard Webhooks); checked by the API against
+    # private and loopback addresses (headrace.api.webhook_urls).
+    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL_LENGTH)
+    callback_events: list[CallbackEvent] | None = Field(default=None, min_length=1)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"{size} bytes as JSON, over the limit of {MAX_METADATA_BYTES}")
+        return value
+
+    def callback_wants(self, event: CallbackEvent) -> bool:
+        """Whether the callback_url hears of `event` (the final ones unless it chose)."""
+        wanted = self.callback_events or FINAL_CALLBACK_EVENTS
+        return self.callback_url is not None and event in wanted
 
     @field_validator("stop_sequences")
     @classmethod
@@ -228,6 +258,19 @@ class JobView(BaseModel):
         "then sends it back to the queue while the job has attempts left, else ends the job)",
     )
     retries: int = Field(default=0, description="Times the job was queued again by POST .../retry")
+    owner: str | None = Field(
+        default=None, description="The public id (hk_...) of the API key the job belongs to"
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The request's metadata, as every event and webhook echoes it"
+    )
+    callback_url: str | None = Field(
+        default=None, description="Where the job's events are POSTed (GET .../deliveries)"
+    )
+    capacity: CapacityView | None = Field(
+        default=None,
+        description="While QUEUED: whether a worker serves the job's model, and the backlog",
+    )
 
 
 class SubmitResponse(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     intra_threads: int = 0  # 0: chosen for the device
     receive_wait_seconds: int = 20
     shutdown_grace_seconds: float = 30.0
+    # ECS task scale-in protection (worker/task_protection.py): the container agent's endpoint,
+    # which ECS sets in every container as ECS_AGENT_URI, read first (the dev stack serves one
+    # of its own); unset, the worker asks for no protection. While busy, protection is asked for
+    # this many minutes and renewed at half of it; it is cleared once idle this long.
+    ecs_agent_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ecs_agent_uri", "headrace_ecs_agent_uri"),
+    )
+    task_protection_minutes: int = Field(default=10, ge=1, le=2880)
+    task_protection_idle_seconds: float = Field(default=30.0, ge=0)
     # Streaming: tokens are coalesced into one event per this interval (the first goes at once).
     stream_flush_ms: int = 50
     # While no connection follows a job its events are stored less often (still resumable):
@@ -108,6 +118,24 @@ class Settings(BaseSettings):
     cancel_check_ms: int = Field(default=500, ge=1)
     # Where handlers reach the WebSocket management API; unset on AWS (https://domain/stage).
     websocket_management_url: str | None = None
+
+    # --- Events and webhooks (README "Event-driven use")
+    # The EventBridge bus jobs' events go to, and Completion Requested events come from.
+    event_bus_name: str = "headrace-events"
+    # The webhook deliveries, one message per attempt.
+    webhook_queue_name: str = "headrace-webhooks"
+    # Waits before each retry of a webhook that timed out, could not connect or answered 5xx or
+    # 429; after the last, the delivery is given up. JSON in the environment.
+    webhook_retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0]
+    )
+    webhook_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    webhook_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long a rotated-out signing secret still signs (beside the new one).
+    webhook_secret_rotation_seconds: float = Field(default=24 * 3600.0, ge=0)
+    # Development only: callback URLs may be plain http to a loopback address (a receiver on
+    # this machine). Off on AWS; `headrace dev` and the tests turn it on.
+    webhook_allow_loopback: bool = False
 
     # --- Logging
     log_level: str = "INFO"

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,8 @@ logger = logging.getLogger("headrace.gateway")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
+# Serves a request of a route itself when it should stream (None: the route's handler answers).
+StreamingRoute = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # HTTP API payload quota
 INTEGRATION_TIMEOUT_SECONDS = 30.0  # HTTP API integration timeout quota
@@ -72,6 +74,8 @@ class LocalGateway:
     routes: the HttpApi routes (infra.template.http_routes). resolver: handler string -> callable
     (default: import it). extra_routes: more aiohttp routes served by the same app, matched before
     the API routes (e.g. /openapi.json). memory_mb: MemorySize per function logical id.
+    streaming_routes: route key ("POST /v1/chat/completions") -> what serves a request of the
+    route that asks to stream, which the deployed route serves from a streaming function.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class LocalGateway:
         max_concurrency: int = 32,
         memory_mb: Mapping[str, int] | None = None,
         lambda_payload_limit_bytes: int = LAMBDA_PAYLOAD_LIMIT_BYTES,
+        streaming_routes: Mapping[str, StreamingRoute] | None = None,
     ) -> None:
         self.routes = RouteTable(routes)
         self._resolver = resolver
@@ -96,6 +101,7 @@ class LocalGateway:
         self._max_concurrency = max_concurrency
         self._memory_mb = dict(memory_mb or {})
         self._payload_limit = lambda_payload_limit_bytes
+        self._streaming_routes = dict(streaming_routes or {})
         self._handlers: dict[str, Handler] = {}
         self._handlers_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -195,6 +201,9 @@ class LocalGateway:
         started = time.perf_counter()
         request_id = new_request_id()
         match = self.routes.match(request.method, request.path)
+        streaming = self._streaming_routes.get(match.route_key) if match else None
+        if streaming is not None and (streamed := await streaming(request)) is not None:
+            return streamed
         result = await self._serve(request, match, request_id)
         headers = [*result.headers, ("apigw-requestid", request_id)]
         no_body = result.status in (204, 304) or 100 <= result.status < 200

@@ -36,7 +36,11 @@ table items, and by a few KiB per PutItem and SQS message, for as long as the se
   item, or deleting one, left an empty partition behind, one per WebSocket connection that
   ever closed (`conn#<id>`) and per GetItem of a key that is not there. They are dropped;
 - an SQS queue remembers the receipt handles of every message deleted, so that a second
-  delete with one succeeds: it remembers the latest ones.
+  delete with one succeeds: it remembers the latest ones;
+- the jobs table's stream (README "Event-driven use") kept every record since the start, and
+  every GetRecords left a shard iterator behind: the latest ones are kept. A transaction on a
+  table with a stream still copies only the items it names, and drops the stream records it
+  wrote if it fails.
 
 Since: 98 MiB after the fill, 95 MiB after 15,000 calls of each kind; 4-10 ms a transaction.
 """
@@ -63,8 +67,9 @@ from moto.core.common_models import BaseModel
 from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, Queue, SQSBackend
 
@@ -102,6 +107,7 @@ class _SqsTurn:
 
 
 _SQS_TURN = _SqsTurn()
+_DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
 # Services whose requests change SQS queues: EventBridge delivers to its SQS targets inside
 # its own request.
 _SQS_SERVICES = frozenset({"sqs", "events"})
@@ -128,7 +134,8 @@ class _Dispatcher(DomainDispatcherApplication):
         self._dynamodb = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        # DynamoDB Streams' reads too: a read must not see the stream trimmed halfway (below).
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS):
             with self._dynamodb:
                 return super().__call__(environ, start_response)
         if _signed_service(environ) in _SQS_SERVICES:
@@ -221,14 +228,15 @@ class _CopyOfDynamoDBModels:
 
 def _transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
     saved = _named_items(backend, transact_items)
-    if saved is None:
-        _moto_transact_write_items(backend, transact_items)
-        return
+    streams = [(t, len(t.stream_shard.items)) for t in {s[0] for s in saved} if t.stream_shard]
     _saving_items.value = True
     try:
         _moto_transact_write_items(backend, transact_items)
     except BaseException:
         _restore(saved)
+        for table, length in streams:  # a transaction that failed left no stream record
+            assert table.stream_shard is not None
+            del table.stream_shard.items[length:]
         raise
     finally:
         _saving_items.value = False
@@ -239,9 +247,8 @@ _moto_transact_write_items = DynamoDBBackend.transact_write_items
 
 def _named_items(
     backend: DynamoDBBackend, transact_items: list[dict[str, Any]]
-) -> list[_SavedItem] | None:
-    """A copy of each item the transaction names (None if absent), before it runs; None for
-    a table with a stream, whose records moto's whole-table copy also rolls back."""
+) -> list[_SavedItem]:
+    """A copy of each item the transaction names (None if absent), before it runs."""
     saved: list[_SavedItem] = []
     for entry in transact_items:
         for kind, operation in entry.items():
@@ -254,8 +261,6 @@ def _named_items(
                 current = table.get_item(hash_key, range_key)
             except Exception:  # moto rejects such an operation: it writes nothing
                 continue
-            if table.stream_shard is not None:
-                return None
             saved.append((table, hash_key, range_key, copy.deepcopy(current)))
     return saved
 
@@ -297,6 +302,42 @@ def _drop_empty_partition(table: Table, hash_key: DynamoType) -> None:
         del table.items[hash_key]
 
 
+# ---- DynamoDB Streams: what moto keeps forever ---------------------------------------------
+
+# Stream records a table keeps (DynamoDB keeps 24 hours of them; moto every one since the
+# start): the consumer (headrace/dev/event_sources.py) reads them within a fraction of a second.
+STREAM_RECORDS_KEPT = 5_000
+# Shard iterators remembered: every GetRecords makes a new one, and moto kept them all.
+SHARD_ITERATORS_KEPT = 1_000
+
+
+def _stream_add(shard: StreamShard, old: Item | None, new: Item | None) -> None:
+    _moto_stream_add(shard, old, new)
+    excess = len(shard.items) - STREAM_RECORDS_KEPT
+    if excess > 0:
+        # Sequence numbers stay as they were: the first one kept is the new horizon.
+        del shard.items[:excess]
+        shard.starting_sequence_number += excess
+
+
+_moto_stream_add = StreamShard.add
+
+
+class _RecentIterators(OrderedDict[str, Any]):
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > SHARD_ITERATORS_KEPT:
+            self.popitem(last=False)
+
+
+def _streams_init(backend: DynamoDBStreamsBackend, *args: Any, **kwargs: Any) -> None:
+    _moto_streams_init(backend, *args, **kwargs)
+    backend.shard_iterators = _RecentIterators()
+
+
+_moto_streams_init = DynamoDBStreamsBackend.__init__
+
+
 def _patch_moto() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign,assignment]
     parse = functools.lru_cache(maxsize=256)(UpdateExpressionParser.make)
@@ -312,6 +353,8 @@ def _patch_moto() -> None:
     Table.delete_item = _delete_item  # type: ignore[method-assign,assignment]
     Queue.__init__ = _queue_init  # type: ignore[method-assign,assignment]
     Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign,assignment]
+    StreamShard.add = _stream_add  # type: ignore[method-assign,assignment]
+    DynamoDBStreamsBackend.__init__ = _streams_init  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,8 +24,10 @@ import boto3
 
 from headrace.client.dev_state import dev_state_path, headrace_home, read_dev_state
 from headrace.core import routes
+from headrace.core.key_ids import public_key_id
 from headrace.core.tables import jobs as job_table
 from headrace.dev import model as devmodel
+from headrace.dev.ecs_agent import LocalEcsAgent
 from headrace.dev.model import DEV_MODEL_NAME, artifact_digest, build_dev_model
 from headrace.dev.moto import (
     MOTO_CREDENTIALS,
@@ -91,6 +93,7 @@ class LocalStack:
         self.logs_dir = options.logs_dir or self.home / "logs"
         self._moto: subprocess.Popen[bytes] | None = None
         self._gateway: subprocess.Popen[bytes] | None = None
+        self._event_sources: subprocess.Popen[bytes] | None = None  # event_sources.py
         self.workers: list[subprocess.Popen[bytes]] = []
         self._worker_slots: list[WorkerSlot] = []
         self.aws_endpoint_url = ""
@@ -98,6 +101,9 @@ class LocalStack:
         self.api_key = ""
         self.resources: ProvisionedResources | None = None
         self.model_zoo: dict[str, str] = {}
+        # The ECS agent's task-protection endpoint for the workers (headrace/dev/ecs_agent.py).
+        self.ecs_agent: LocalEcsAgent | None = None
+        self.worker_tasks: dict[int, str] = {}  # worker pid -> its task id at the agent
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -105,6 +111,7 @@ class LocalStack:
         try:
             self.start_aws()
             self.start_gateway()
+            self.start_event_sources()
             for _ in range(workers):
                 self.start_worker()
             if workers:
@@ -114,12 +121,15 @@ class LocalStack:
             raise
 
     def stop(self) -> None:
-        for process in [*self.workers, self._gateway, self._moto]:
+        for process in [*self.workers, self._event_sources, self._gateway, self._moto]:
             if process is not None:
                 stop_process(process, timeout=10)
         self.workers.clear()
         self._worker_slots.clear()
-        self._gateway = self._moto = None
+        self._gateway = self._moto = self._event_sources = None
+        if self.ecs_agent is not None:  # after the workers: they clear their protection last
+            self.ecs_agent.stop()
+            self.ecs_agent = None
 
     def __enter__(self) -> LocalStack:
         return self
@@ -179,9 +189,18 @@ class LocalStack:
             # A worker lets its long poll finish before it stops: keep polls short locally so
             # Ctrl-C is quick (empty receives cost nothing here).
             "HEADRACE_RECEIVE_WAIT_SECONDS": "2",
+            # Webhooks to a receiver on this machine (plain http to loopback): dev only.
+            "HEADRACE_WEBHOOK_ALLOW_LOOPBACK": "true",
             **self.options.settings_env,
             **(extra or {}),
         }
+
+    def start_event_sources(self) -> None:
+        """Play the template's event source mappings (headrace/dev/event_sources.py)."""
+        assert self.resources is not None
+        resources = json.dumps(self.resources.attributes)
+        command = [sys.executable, "-m", "headrace.dev.event_sources", "--resources", resources]
+        self._event_sources = self._spawn(command, "event-sources", self.env())
 
     def start_gateway(self) -> None:
         port = self.options.gateway_port or free_port(self.options.host)
@@ -210,8 +229,21 @@ class LocalStack:
     def _spawn_worker(
         self, index: int, extra_env: Mapping[str, str] | None
     ) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "worker"]
-        return self._spawn(command, f"worker-{index + 1}", self.env(extra_env))
+        return self.spawn_worker(f"worker-{index + 1}", extra_env)
+
+    def spawn_worker(
+        self, name: str, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker process logging as `name`, with an ECS agent endpoint of its own (a
+        task id per process, as ECS gives every task its own). The caller keeps track of it."""
+        if self.ecs_agent is None:
+            self.ecs_agent = LocalEcsAgent(self.options.host)
+            self.ecs_agent.start()
+        task = f"{name}-{len(self.worker_tasks) + 1}"
+        env = self.env({"ECS_AGENT_URI": self.ecs_agent.uri(task), **(extra_env or {})})
+        process = self._spawn([sys.executable, "-m", "worker"], name, env)
+        self.worker_tasks[process.pid] = task
+        return process
 
     def replace_dead_workers(self) -> None:
         """Start a worker in the place of each one that has exited, as ECS replaces a stopped
@@ -294,6 +326,9 @@ class LocalStack:
             "base_url": self.base_url,
             "ws_url": self.ws_url,
             "api_key": self.api_key,
+            "key_id": public_key_id(job_table.hash_api_key(self.api_key)),
+            "event_bus_name": self.resources.event_bus_name,
+            "intake_queue_url": self.resources.intake_queue_url,
             "default_model": DEV_MODEL_NAME,
             "aws_endpoint_url": self.aws_endpoint_url,
             "table_name": self.resources.table_name,

@@ -11,7 +11,7 @@ import pytest
 from headrace.dev.moto import MOTO_CREDENTIALS, MOTO_ENV, start_moto_server, stop_process
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
-from tests.e2e import control_support
+from tests.e2e import control_support, event_support
 from tests.e2e.support import Api, make_stack
 
 
@@ -50,6 +50,16 @@ def control_stack(
     """A stack whose worker learns of cancels every 50 ms and holds two jobs at most
     (tests/e2e/control_support.py), shared by the cancel and deadline tests."""
     with control_support.control_stack(model_home, tmp_path_factory.mktemp("control-logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def events_stack(
+    model_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """A stack with webhook retries 0.3 s apart and intake redelivery after 2 s
+    (tests/e2e/event_support.py), shared by the event and webhook tests."""
+    with event_support.events_stack(model_home, tmp_path_factory.mktemp("event-logs")) as s:
         yield s
 
 

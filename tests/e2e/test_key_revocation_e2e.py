@@ -240,6 +240,7 @@ def test_the_cli_creates_lists_and_revokes_keys_of_the_dev_stack_and_of_a_named_
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["api_key"].startswith("hr-") and len(key["key_id"]) == 64
+    assert key["id"] == "hk_" + key["key_id"]  # the public id: what jobs and events name
     listed = headrace("keys", "list", "--json", env=dev)
     assert listed.returncode == 0, listed.stderr
     assert {"key_id": key["key_id"], "name": "from the cli"}.items() <= next(
@@ -267,7 +268,7 @@ def test_the_cli_creates_lists_and_revokes_keys_of_the_dev_stack_and_of_a_named_
 
     revoked, closed_after = run(revoke_while_connected)
     assert revoked.stdout == (
-        f"revoked key {key['key_id']} (from the cli); closed 1 open WebSocket connection(s)\n"
+        f"revoked key {key['id']} (from the cli); closed 1 open WebSocket connection(s)\n"
     )
     assert closed_after < CLOSE_BOUND_SECONDS + 5  # plus starting a Python process
     again = headrace("keys", "revoke", key["api_key"], env=dev)

@@ -26,7 +26,7 @@ from infra.provision import (
     provision,
     settings_overrides,
 )
-from infra.template import load_template
+from infra.template import load_template, resources_of_type
 
 
 def _clients(endpoint: str, region: str = "us-east-1") -> AwsClients:
@@ -131,7 +131,8 @@ def test_provisioning_twice_reuses_the_resources(clients: AwsClients, stack_name
     assert first == second
     queues = clients.sqs.list_queues(QueueNamePrefix=stack_name).get("QueueUrls", [])
     lanes = [first.queue_url, first.dlq_url, first.batch_queue_url, first.batch_dlq_url]
-    assert sorted(queues) == sorted(lanes)
+    made = [a["QueueUrl"] for a in first.attributes.values() if "QueueUrl" in a]
+    assert sorted(queues) == sorted(made) and set(lanes) <= set(made)  # and the event side's
     tables = clients.dynamodb.list_tables()["TableNames"]
     assert [t for t in tables if t.startswith(stack_name)] == [first.table_name]
     buckets = [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
@@ -158,8 +159,11 @@ def test_settings_overrides_configure_settings(
         clients, stack_name=stack_name, overrides={"VisibilityTimeoutSeconds": "7"}
     )
     env = settings_overrides(resources)
-    template_env = load_template()["Globals"]["Function"]["Environment"]["Variables"]
-    assert set(env) <= set(template_env)
+    template = load_template()
+    template_env = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for function in resources_of_type(template, "AWS::Serverless::Function").values():
+        template_env |= set(function["Properties"].get("Environment", {}).get("Variables", {}))
+    assert set(env) <= template_env
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = Settings()

@@ -16,8 +16,22 @@ HTTP_EVENTS = {
     "GET /v1/llm/completions/{request_id}": "http_get_completion.json",
     "POST /v1/llm/completions/{request_id}/cancel": "http_cancel_completion.json",
     "POST /v1/llm/completions/{request_id}/retry": "http_retry_completion.json",
+    "GET /v1/llm/completions/{request_id}/deliveries": "http_get_deliveries.json",
+    "POST /v1/llm/completions/{request_id}/deliveries/redeliver": "http_redeliver.json",
+    "GET /v1/webhooks/secret": "http_get_webhook_secret.json",
+    "POST /v1/webhooks/secret/rotate": "http_rotate_webhook_secret.json",
     "GET /v1/llm/model-endpoints": "http_model_endpoints.json",
     "GET /v1/llm/model-endpoints/{model_endpoint_name}": "http_get_model_endpoint.json",
+}
+# The OpenAI-compatible routes (README "OpenAI-compatible"): sent as OpenAI's SDK sends them,
+# the key as a bearer token; their errors are OpenAI's shape (tests/unit/test_openai_handlers.py).
+OPENAI_EVENTS = {
+    "POST /v1/completions": "http_openai_completions.json",
+    "POST /v2/completions": "http_openai_completions_v2.json",
+    "POST /v1/chat/completions": "http_openai_chat.json",
+    "POST /v2/chat/completions": "http_openai_chat_v2.json",
+    "GET /v1/models": "http_openai_models.json",
+    "GET /v1/models/{model}": "http_openai_model.json",
 }
 WEBSOCKET_EVENTS = {
     "$connect": "ws_connect.json",

@@ -46,9 +46,19 @@ def test_name() -> None:
 
 def test_dev_model_files(dev_model: Path) -> None:
     names = sorted(p.name for p in dev_model.iterdir())
-    assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+    assert names == [
+        "config.json",
+        "model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocabulary.json",
+    ]
     config = json.loads((dev_model / "config.json").read_text())
     assert config["bos_token"] == config["eos_token"] == EOS_TOKEN
+    # Hugging Face's convention for a chat template (the API renders chat with it).
+    tokenizer_config = json.loads((dev_model / "tokenizer_config.json").read_text())
+    assert tokenizer_config["bos_token"] == tokenizer_config["eos_token"] == EOS_TOKEN
+    assert "add_generation_prompt" in tokenizer_config["chat_template"]
     assert config["multi_query_attention"] is False
     vocab = json.loads((dev_model / "vocabulary.json").read_text())
     tok = json.loads((dev_model / "tokenizer.json").read_text())

@@ -40,4 +40,5 @@ def test_security_is_the_api_key_header_or_basic_auth() -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     assert schemes["BasicAuth"]["scheme"] == "basic"
-    assert document["security"] == [{"ApiKeyHeader": []}, {"BasicAuth": []}]
+    assert schemes["BearerAuth"]["scheme"] == "bearer"  # OpenAI's SDKs
+    assert document["security"] == [{"ApiKeyHeader": []}, {"BasicAuth": []}, {"BearerAuth": []}]

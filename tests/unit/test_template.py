@@ -28,7 +28,28 @@ EXPECTED_ROUTES = {
         "/v1/llm/model-endpoints/{model_endpoint_name}",
         "handlers.model_endpoints.handle_get",
     ),
+    (
+        "GET",
+        "/v1/llm/completions/{request_id}/deliveries",
+        "handlers.webhooks.list_deliveries",
+    ),
+    (
+        "POST",
+        "/v1/llm/completions/{request_id}/deliveries/redeliver",
+        "handlers.webhooks.redeliver",
+    ),
+    ("GET", "/v1/webhooks/secret", "handlers.webhooks.get_secret"),
+    ("POST", "/v1/webhooks/secret/rotate", "handlers.webhooks.rotate_secret"),
+    # OpenAI's API (README "OpenAI-compatible"): one function serves a route and its /v2/ twin.
+    ("POST", "/v1/completions", "handlers.openai_completions.handler"),
+    ("POST", "/v2/completions", "handlers.openai_completions.handler"),
+    ("POST", "/v1/chat/completions", "handlers.openai_chat.handler"),
+    ("POST", "/v2/chat/completions", "handlers.openai_chat.handler"),
+    ("GET", "/v1/models", "handlers.openai_models.handler"),
+    ("GET", "/v1/models/{model}", "handlers.openai_models.handle_get"),
 }
+# Functions an event source mapping invokes (README "Event-driven use").
+EVENT_FUNCTIONS = {"IntakeFunction", "JobEventsFunction", "WebhookSenderFunction"}
 
 # WebSocket route key -> the function serving it.
 WEBSOCKET_FUNCTIONS = {
@@ -83,9 +104,20 @@ def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]
         "CancelCompletionFunction",
         "ModelEndpointsFunction",
         "GetModelEndpointFunction",
+        "ListDeliveriesFunction",
+        "RedeliverFunction",
+        "GetWebhookSecretFunction",
+        "RotateWebhookSecretFunction",
+        "OpenAICompletionsFunction",
+        "OpenAIChatFunction",
+        "OpenAIModelsFunction",
+        "OpenAIModelFunction",
     }
-    # The others serve the WebSocket API (no SAM event source: plain ApiGatewayV2 resources).
-    assert set(functions) - set(http_functions) == set(WEBSOCKET_FUNCTIONS.values())
+    # The others serve the WebSocket API (no SAM event source: plain ApiGatewayV2 resources),
+    # or are invoked by an event source mapping (AWS::Lambda::EventSourceMapping).
+    # And the streaming route is a Function URL (tests/unit/test_template_stream.py).
+    others = set(WEBSOCKET_FUNCTIONS.values()) | EVENT_FUNCTIONS | {"CompletionsStreamFunction"}
+    assert set(functions) - set(http_functions) == others
     for function in http_functions.values():
         for event in function["Properties"]["Events"].values():
             assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
@@ -147,8 +179,29 @@ def test_functions_get_least_privilege(template: dict[str, Any]) -> None:
             "sqs:GetQueueUrl",
             "sqs:SendMessage",
         }
-    for name in ("GetCompletionFunction", "ModelEndpointsFunction", "GetModelEndpointFunction"):
+    submit = {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+    }
+    assert _policy_actions(resources["OpenAICompletionsFunction"]) == submit
+    # Chat reads the model's chat template from its artifact.
+    assert _policy_actions(resources["OpenAIChatFunction"]) == submit | {
+        "s3:GetObject",
+        "s3:ListBucket",
+    }
+    for name in ("OpenAIModelsFunction", "OpenAIModelFunction"):
+        assert _policy_actions(resources[name]) == {"dynamodb:GetItem"}
+    for name in ("ModelEndpointsFunction", "GetModelEndpointFunction"):
         assert _policy_actions(resources[name]) == {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+    assert _policy_actions(resources["GetCompletionFunction"]) == {
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:Query",  # a queued job's capacity: the workers of its model
+    }
     assert _policy_actions(resources["CancelCompletionFunction"]) == {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",

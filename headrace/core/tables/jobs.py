@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.core.contracts import AttemptView, CompletionRequest, JobError, JobStatus, JobView
+from headrace.core.key_ids import public_key_id
 from headrace.core.tables import attempts as attempt_table
 
 Item = dict[str, dict[str, Any]]
@@ -157,6 +158,9 @@ class JobRecord:
             attempt_history=list(self.attempt_history),
             dead_lettered_at=iso(self.dead_lettered_at) if self.dead_lettered_at else None,
             retries=self.retries,
+            owner=public_key_id(self.owner),
+            metadata=self.request.metadata,
+            callback_url=self.request.callback_url,
         )
 
 

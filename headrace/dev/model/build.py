@@ -3,7 +3,8 @@
 ``build_dev_model`` embeds a smoothed token-bigram model of the bundled corpus in a
 2-layer transformer whose layers are near-identity, so greedy/sampled output looks
 vaguely like the corpus.  ``build_random_model`` writes a GPT-2 shaped model with random
-weights for benchmarks.  Both write a CTranslate2 model directory plus ``tokenizer.json``.
+weights for benchmarks.  Both write a CTranslate2 model directory plus ``tokenizer.json``;
+the dev model also a ``tokenizer_config.json`` with a chat template.
 
 Only ``ctranslate2.specs`` is used, imported lazily inside the functions: it is a
 build-time dependency; the runtime ``import ctranslate2`` lives in worker/engine.py.
@@ -12,6 +13,7 @@ build-time dependency; the runtime ``import ctranslate2`` lives in worker/engine
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +84,37 @@ def build_dev_model(out_dir: Path, *, seed: int = 0) -> Path:
     dec.projection.bias = out_b
     for layer in dec.layer:
         _fill_layer(layer, rng, _DEV_D_MODEL, _DEV_FFN, out_scale=1e-4)
-    return _save(spec, tokenizer, tokens, Path(out_dir), quantization=None)
+    model_dir = _save(spec, tokenizer, tokens, Path(out_dir), quantization=None)
+    _write_tokenizer_config(model_dir)
+    return model_dir
+
+
+# The dev model's chat template (Hugging Face's convention: `chat_template` in
+# tokenizer_config.json, Jinja2). Small, but it uses what real ones do: the begin and end tokens,
+# raise_exception, add_generation_prompt. The corpus has no dialogue, so the answers read like
+# the rest of its output.
+DEV_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('roles are system, user and assistant') }}"
+    "{% endif %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] | trim }}\n"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def _write_tokenizer_config(model_dir: Path) -> None:
+    config = {
+        "bos_token": EOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "unk_token": EOS_TOKEN,
+        "chat_template": DEV_CHAT_TEMPLATE,
+    }
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    (model_dir / "tokenizer_config.json").write_text(text, encoding="utf-8")
 
 
 def build_random_model(
