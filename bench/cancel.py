@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         "HEADRACE_CANCEL_CHECK_MS": str(args.check_ms),
         "HEADRACE_RECEIVE_WAIT_SECONDS": str(phases.RECEIVE_WAIT_S),
     }
-    model, tokens = DEV_MODEL_NAME, 2000  # seconds of decoding on either model
+    # Seconds of decoding on either model (the dev model's whole context: it is fast).
+    model, tokens = DEV_MODEL_NAME, 4000
+    settings["HEADRACE_MAX_NEW_TOKENS_LIMIT"] = str(tokens)
     if not args.quick:
         model_dir = ensure_model(out / "models" / MODEL, GPT2_SMALL)
         model, tokens = MODEL, 900

@@ -36,9 +36,12 @@ from infra.template import load_template
 
 logger = logging.getLogger("headrace.event_sources")
 
-# How long a stream poller waits after an empty read (Lambda reads a shard about 4 times a
-# second) and after a failed invocation, and the SQS long poll (short: a stop is quick).
+# How long a stream poller waits after an empty read: from the first up to the most, doubling
+# while reads stay empty (Lambda reads a shard about 4 times a second), so a quiet stack does
+# not spend the local endpoint's CPU on polls; and after a failed invocation, and the SQS long
+# poll (short: a stop is quick).
 STREAM_IDLE_SECONDS = 0.05
+STREAM_IDLE_MAX_SECONDS = 0.25
 RETRY_SECONDS = 0.5
 SQS_WAIT_SECONDS = 2
 # Concurrent invocations of one SQS mapping locally (AWS scales to ScalingConfig's maximum).
@@ -170,6 +173,7 @@ class StreamPoller:
         self.mapping, self.streams, self.arn = mapping, streams, stream_arn
         self.invoke = invoker(mapping)
         self.done_through: int | None = None  # the last sequence number handled (checkpoint)
+        self.idle_wait = STREAM_IDLE_SECONDS
 
     def run(self, stop: threading.Event) -> None:
         iterator = None
@@ -213,8 +217,11 @@ class StreamPoller:
         if wanted:  # stopping mid-retry: no checkpoint past what is not handled
             raise _Stopped
         if not records:
-            stop.wait(STREAM_IDLE_SECONDS)
-        elif not wanted:  # handled (or filtered out) in full: checkpoint
+            stop.wait(self.idle_wait)
+            self.idle_wait = min(2 * self.idle_wait, STREAM_IDLE_MAX_SECONDS)
+            return str(page["NextShardIterator"])
+        self.idle_wait = STREAM_IDLE_SECONDS
+        if not wanted:  # handled (or filtered out) in full: checkpoint
             self.done_through = int(records[-1]["dynamodb"]["SequenceNumber"])
         return str(page["NextShardIterator"])
 

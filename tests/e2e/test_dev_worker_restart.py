@@ -141,7 +141,8 @@ def test_a_killed_worker_is_replaced_and_ctrl_c_stops_everything(
     assert process.poll() is None, "the stack stopped with its worker"
 
     parts = list(children(process.pid))
-    assert len(parts) == 3, children(process.pid)  # the AWS endpoint, the gateway, the worker
+    # The AWS endpoint, the gateway, the event source mappings and the worker.
+    assert len(parts) == 4, children(process.pid)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0, output.read_text()
     assert not [pid for pid in parts if alive(pid)]
