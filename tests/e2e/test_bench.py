@@ -80,7 +80,7 @@ def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
 
 @pytest.mark.timeout(300)
 def test_lanes_benchmark_measures_all_three_probes(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.lanes", "--quick", "--backlog", "40", "--runs", "1"]
+    command = [sys.executable, "-m", "bench.lanes", "--quick", "--backlog", "16", "--runs", "1"]
     completed = subprocess.run(
         [*command, "--probes", "1", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -89,7 +89,7 @@ def test_lanes_benchmark_measures_all_three_probes(tmp_path: Path) -> None:
         timeout=280,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    for line in ("idle worker", "behind 40 batch jobs", "in the batch lane (FIFO)"):
+    for line in ("idle worker", "behind 16 batch jobs", "in the batch lane (FIFO)"):
         assert line in completed.stdout
 
 

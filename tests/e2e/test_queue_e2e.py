@@ -148,15 +148,21 @@ def test_failed_enqueue_marks_the_job_failed(stack: LocalStack, aws: AwsClients)
     services = api_services.ApiServices(settings=settings, dynamodb=aws.dynamodb, sqs=aws.sqs)
     owner = job_table.hash_api_key(stack.api_key)
 
+    before = time.time()
     with pytest.raises(TransientError, match="marked FAILED"):
         completions.submit(
             services, owner=owner, request=CompletionRequest(prompt="x"), model=DEV_MODEL_NAME
         )
 
+    # The shared stack's table holds many items: every page, the jobs failed from now on.
+    pages = aws.dynamodb.get_paginator("scan").paginate(TableName=stack.resources.table_name)
     [item] = [
         item
-        for item in aws.dynamodb.scan(TableName=stack.resources.table_name)["Items"]
-        if item.get("error") and "enqueue_failed" in item["error"]["S"]
+        for page in pages
+        for item in page["Items"]
+        if item.get("error")
+        and "enqueue_failed" in item["error"]["S"]
+        and float(item["created_at"]["N"]) >= before
     ]
     record = job_table.JobRecord.from_item(dict(item))  # type: ignore[arg-type]
     assert record.status is JobStatus.FAILED

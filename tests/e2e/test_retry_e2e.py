@@ -28,7 +28,9 @@ from tests.e2e.test_cli_client import env_for, headrace
 def test_a_failed_job_retried_succeeds_under_its_id_with_every_attempt_in_view(
     model_home: Path, tmp_path: Path, dev_model_dir: Path
 ) -> None:
-    prompt, max_new_tokens = "The river", 4000
+    # Long enough to be killed mid-run (it is, once two chunks are stored), short enough to
+    # decode twice quickly.
+    prompt, max_new_tokens = "The river", 2500
     with lease_stack(
         model_home, tmp_path, workers=0, settings={"HEADRACE_MAX_ATTEMPTS": "1"}
     ) as stack:

@@ -34,7 +34,7 @@ def test_a_short_soak_reports_every_process(
     model_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "soak"
-    short = ["--minutes", "0.5", "--sample-every", "5", "--rate", "2"]
+    short = ["--minutes", "0.3", "--sample-every", "3", "--rate", "4"]
     args = parse_args([*short, "--out", str(out), "--home", str(model_home)])
 
     code = run(args)
