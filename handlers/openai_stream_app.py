@@ -11,7 +11,6 @@ one base URL does for an SDK; locally the gateway hands a request that asks to s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -19,6 +18,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from handlers import stream_relay
+from handlers.stream_relay import STREAM_SECONDS
 from headrace.api import idempotency, openai_serving, openai_stream
 from headrace.api.auth import api_key_from_headers, authenticate
 from headrace.api.openai_responses import error_of
@@ -26,13 +27,10 @@ from headrace.api.openai_serving import Answer, Kind
 from headrace.api.services import ApiServices, default_services
 from headrace.core import routes
 from headrace.core.errors import HeadraceError
-from headrace.core.logs import request_context
 
 logger = logging.getLogger("headrace.stream")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the HTTP API's payload quota, as on the other routes
-STREAM_SECONDS = 870.0  # ends (an error event) before the streaming function's 15 minutes
-_CLIENT_CHECK_SECONDS = 0.1
 
 KINDS: dict[str, Kind] = {
     routes.OPENAI_COMPLETIONS: "completion",
@@ -122,41 +120,10 @@ async def _stream(request: web.Request, body: bytes, kind: Kind) -> web.StreamRe
     except Exception:
         logger.exception("an OpenAI-compatible stream failed before streaming")
         return _error(500, "internal error")
-    response = web.StreamResponse(headers=opened.headers)
-    await response.prepare(request)
-    with request_context(opened.request_id):
-        relay = asyncio.create_task(_relay(services, opened, response))
-        if await _until_done_or_gone(request, relay):
-            await response.write_eof()
-        else:
-            logger.info("stream client went away; stopped following the job, which goes on")
-    return response
-
-
-async def _relay(
-    services: ApiServices, opened: openai_stream.OpenedStream, response: web.StreamResponse
-) -> None:
-    async for frame in openai_stream.frames(services, opened, timeout_seconds=STREAM_SECONDS):
-        await response.write(frame)
-
-
-async def _until_done_or_gone(request: web.Request, relay: asyncio.Task[None]) -> bool:
-    """True once every frame is written; False (the relay cancelled) once the client has gone:
-    between events the relay only polls storage, and the transport says so at once."""
-    while True:
-        done, _ = await asyncio.wait({relay}, timeout=_CLIENT_CHECK_SECONDS)
-        if done:
-            try:
-                relay.result()
-            except ConnectionResetError:
-                return False
-            return True
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
-                await relay
-            return False
+    frames = openai_stream.frames(services, opened, timeout_seconds=STREAM_SECONDS)
+    return await stream_relay.relay(
+        request, frames, headers=opened.headers, request_id=opened.request_id
+    )
 
 
 def _asks_to_stream(body: bytes) -> bool:

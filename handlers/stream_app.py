@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from handlers import openai_stream_app
+from handlers import openai_stream_app, stream_relay
+from handlers.stream_relay import STREAM_SECONDS
 from headrace.api import sse
-from headrace.api.services import ApiServices, default_services
+from headrace.api.services import default_services
 from headrace.core import routes
 from headrace.core.errors import HeadraceError
-from headrace.core.logs import request_context
 
 logger = logging.getLogger("headrace.stream")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the HTTP API's payload quota, as on the other routes
-# A stream ends (an error event: subscribe again to resume) before the function's 15 minutes.
-STREAM_SECONDS = 870.0
 HEALTH_PATH = "/healthz"  # the Web Adapter's readiness check (AWS_LWA_READINESS_CHECK_PATH)
-_CLIENT_CHECK_SECONDS = 0.1
 
 
 def route_defs() -> list[web.RouteDef]:
@@ -72,44 +68,10 @@ async def completions_stream(request: web.Request) -> web.StreamResponse:
     except Exception:
         logger.exception("the streaming route failed before streaming")
         return _error(500, "internal error")
-    response = web.StreamResponse(headers=opened.headers)
-    await response.prepare(request)
-    with request_context(opened.request_id):
-        relay = asyncio.create_task(_relay(services, opened, response))
-        if await _until_done_or_gone(request, relay):
-            await response.write_eof()
-        else:
-            logger.info("stream client went away; stopped following the job, which goes on")
-    return response
-
-
-async def _relay(
-    services: ApiServices, opened: sse.OpenedStream, response: web.StreamResponse
-) -> None:
-    async for frame in sse.frames(services, opened, timeout_seconds=STREAM_SECONDS):
-        await response.write(frame)
-
-
-async def _until_done_or_gone(request: web.Request, relay: asyncio.Task[None]) -> bool:
-    """True when every frame was written; False (the relay cancelled) once the client has gone.
-
-    Between events the relay only polls storage, so a write would notice a closed connection
-    only at the next event; the transport says so at once.
-    """
-    while True:
-        done, _ = await asyncio.wait({relay}, timeout=_CLIENT_CHECK_SECONDS)
-        if done:
-            try:
-                relay.result()
-            except ConnectionResetError:
-                return False
-            return True
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
-                await relay
-            return False
+    frames = sse.frames(services, opened, timeout_seconds=STREAM_SECONDS)
+    return await stream_relay.relay(
+        request, frames, headers=opened.headers, request_id=opened.request_id
+    )
 
 
 async def _healthy(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from handlers import stream_app
+from handlers import stream_app, stream_relay
 from infra.sam_transform import transform
 from infra.template import load_template
 
@@ -40,7 +40,7 @@ def test_the_web_adapter_streams_the_function_url(function: dict[str, Any]) -> N
         default["Fn::Sub"],
     )
     # Lambda's 15 minutes; the stream itself ends before them with an event saying so.
-    assert function["Timeout"] == 900 and stream_app.STREAM_SECONDS < 900
+    assert function["Timeout"] == 900 and stream_relay.STREAM_SECONDS < 900
 
 
 def test_the_handler_is_a_start_script_that_serves_the_shared_app(
