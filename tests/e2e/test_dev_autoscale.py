@@ -7,12 +7,9 @@ protection one second after going idle (the autoscaler leaves a protected worker
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,63 +17,40 @@ from typing import Any
 
 import pytest
 
-from headrace.dev.model import DEV_MODEL_NAME
-from headrace.dev.moto import free_port
-from tests.e2e.support import FAST_SETTINGS, Api, log_lines
-from tests.e2e.test_dev_worker_restart import ROOT, alive, children, wait_for, workers_of
+from tests.e2e.dev_process import (
+    alive,
+    api_once_started,
+    children,
+    headrace_dev,
+    make_dev_home,
+    wait_for,
+    workers_of,
+)
+from tests.e2e.support import log_lines
 
 SCALE_IN_AFTER = 10
 
 
 @pytest.fixture
 def dev_home(tmp_path: Path, dev_model_dir: Path) -> Path:
-    """A home of its own, with the session's dev model in it (built once per session)."""
-    models = tmp_path / "home" / "models"
-    shutil.copytree(dev_model_dir, models / DEV_MODEL_NAME)
-    stamp = dev_model_dir.with_suffix(".stamp")
-    shutil.copy(stamp, models / stamp.name)
-    return tmp_path / "home"
+    return make_dev_home(tmp_path / "home", dev_model_dir)
 
 
 @pytest.fixture
 def autoscaled(dev_home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    env.update(
-        FAST_SETTINGS, HEADRACE_HOME=str(dev_home), HEADRACE_TASK_PROTECTION_IDLE_SECONDS="1"
-    )
     output = tmp_path / "dev.log"
-    command = [sys.executable, "-m", "headrace.cli.main", "dev", "--port", str(free_port())]
-    command += ["--max-workers", "2", "--scale-in-after", str(SCALE_IN_AFTER)]
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    scaling = ["--max-workers", "2", "--scale-in-after", str(SCALE_IN_AFTER)]
+    with headrace_dev(
+        dev_home, output, *scaling, HEADRACE_TASK_PROTECTION_IDLE_SECONDS="1"
+    ) as process:
         yield process, output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_from_zero_workers_to_a_completion_and_back_to_zero(
     autoscaled: tuple[subprocess.Popen[bytes], Path], dev_home: Path
 ) -> None:
     process, output = autoscaled
-    state_file = dev_home / "dev-stack.json"
-
-    def started() -> bool:
-        assert process.poll() is None, output.read_text()
-        return state_file.is_file() and json.loads(state_file.read_text())["pid"] == process.pid
-
-    wait_for("the stack started", started, 120)
-    state = json.loads(state_file.read_text())
-    api = Api(state["base_url"], state["api_key"])
+    api = api_once_started(process, output, dev_home)
     assert workers_of(process.pid) == []  # idle: no worker
 
     request_id = api.submit({"prompt": "The river", "max_new_tokens": 8, "temperature": 0})
