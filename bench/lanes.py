@@ -30,7 +30,7 @@ from bench import phases
 from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, ensure_model, load_codec, make_jobs
 from bench.streaming import percentile
 from bench.through_stack import job_body
-from headrace.dev.stack import LocalStack, StackOptions
+from headrace.dev.stack import LocalStack
 
 MODEL = "bench-gpt2"
 SUBMITTERS = 16
@@ -131,20 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     probe_spec = JobSetSpec(count=1, prompt_tokens=(32, 32), max_new_tokens=(16, 16), seed=3)
     probe = job_body(make_jobs(codec, probe_spec)[0])
     work = out / "runs" / time.strftime("lanes-%Y%m%d-%H%M%S")
-    stack = LocalStack(
-        StackOptions(
-            home=(out / "home").resolve(),
-            gateway_port=0,
-            logs_dir=work / "logs",
-            settings_env={
-                "HEADRACE_MODEL_ZOO": json.dumps({MODEL: str(model_dir)}),
-                "HEADRACE_WORKER_MODELS": MODEL,
-                "HEADRACE_DEVICE": "cpu",
-                "HEADRACE_COMPUTE_TYPE": "int8",
-                "HEADRACE_RECEIVE_WAIT_SECONDS": str(phases.RECEIVE_WAIT_S),
-            },
-        )
-    )
+    stack = phases.model_stack(out, work, MODEL, model_dir)
     print(
         f"model: {MODEL} ({shape.label}); backlog of {args.backlog} batch jobs "
         f"(32 new tokens each); probe: 32 prompt tokens, 16 new",

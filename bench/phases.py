@@ -20,7 +20,7 @@ from bench.procinfo import children, cpu_seconds, peak_rss_mb
 from bench.report import Summary
 from bench.through_stack import LogTail, PhaseResult, run_jobs
 from headrace.dev.moto import stop_process
-from headrace.dev.stack import LocalStack
+from headrace.dev.stack import LocalStack, StackOptions
 from worker.decoding import TextCodec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +204,22 @@ def worker_phase(
     ]
     cpu = {k: after[k] - before[k] for k in before}
     return WorkerPhase(summary, result, cpu, short)
+
+
+def model_stack(out: Path, work: Path, model: str, model_dir: Path) -> LocalStack:
+    """A local stack (not started) whose zoo is the benchmark model, decoded on the CPU in int8,
+    its logs under `work`."""
+    return LocalStack(
+        StackOptions(
+            home=(out / "home").resolve(),
+            gateway_port=0,
+            logs_dir=work / "logs",
+            settings_env={
+                "HEADRACE_MODEL_ZOO": json.dumps({model: str(model_dir)}),
+                "HEADRACE_WORKER_MODELS": model,
+                "HEADRACE_DEVICE": "cpu",
+                "HEADRACE_COMPUTE_TYPE": "int8",
+                "HEADRACE_RECEIVE_WAIT_SECONDS": str(RECEIVE_WAIT_S),
+            },
+        )
+    )

@@ -23,7 +23,7 @@ import aiohttp
 from bench import phases
 from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, ensure_model, load_codec, make_jobs
 from bench.through_stack import job_body, run_jobs
-from headrace.dev.stack import LocalStack, StackOptions
+from headrace.dev.stack import LocalStack
 
 MODEL = "bench-gpt2"
 
@@ -81,20 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = make_jobs(load_codec(model_dir), spec)
     bodies = [job_body(j) for j in jobs]
     work = out / "runs" / time.strftime("streaming-%Y%m%d-%H%M%S")
-    stack = LocalStack(
-        StackOptions(
-            home=(out / "home").resolve(),
-            gateway_port=0,
-            logs_dir=work / "logs",
-            settings_env={
-                "HEADRACE_MODEL_ZOO": json.dumps({MODEL: str(model_dir)}),
-                "HEADRACE_WORKER_MODELS": MODEL,
-                "HEADRACE_DEVICE": "cpu",
-                "HEADRACE_COMPUTE_TYPE": "int8",
-                "HEADRACE_RECEIVE_WAIT_SECONDS": str(phases.RECEIVE_WAIT_S),
-            },
-        )
-    )
+    stack = phases.model_stack(out, work, MODEL, model_dir)
     print(f"model: {MODEL} ({shape.label}); {len(jobs)} concurrent jobs, greedy", flush=True)
     plain_rates: list[float] = []
     streamed_rates: list[float] = []
