@@ -43,7 +43,8 @@ def test_values_the_engine_cannot_take_are_a_400_at_the_door(
 def test_a_top_k_over_the_vocabulary_samples_the_whole_vocabulary(api: Api) -> None:
     status, body = api.call("POST", SYNC, {**GOOD, "top_k": 5000})  # the dev model has 1,536
     assert status == 200, body
-    assert body["output"]["num_completion_tokens"] == 3
+    # Sampled from the whole vocabulary: the end token may come before the third.
+    assert 1 <= body["output"]["num_completion_tokens"] <= 3, body
 
 
 @pytest.mark.parametrize(
