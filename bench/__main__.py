@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hf", action="store_true", help="also run transformers (first run)")
     parser.add_argument("--hf-python", default=sys.executable, help="python with torch")
     parser.add_argument("--no-probes", action="store_true", help="skip the scheduling probes")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu.sh)")
     parser.add_argument(
         "--explore", action="store_true", help="try more engine strategies in the first run"
     )
@@ -148,7 +149,7 @@ def make_stack(setup: Setup) -> LocalStack:
             settings_env={
                 "HEADRACE_MODEL_ZOO": json.dumps({setup.profile.model_name: str(setup.model_dir)}),
                 "HEADRACE_WORKER_MODELS": setup.profile.model_name,
-                "HEADRACE_DEVICE": "cpu",
+                "HEADRACE_DEVICE": setup.args.device,
                 "HEADRACE_COMPUTE_TYPE": "int8",
                 "HEADRACE_LOG_LEVEL": "INFO",
                 "HEADRACE_RECEIVE_WAIT_SECONDS": str(phases.RECEIVE_WAIT_S),
@@ -163,7 +164,10 @@ def engine_run(
     """(the engine limit, the engine phase's raw result, the strategies later runs measure)."""
     probe_prompts = [j.prompt for j in setup.idle_jobs]
     work, model_dir, jobs = setup.work, setup.model_dir, setup.jobs
-    engine = phases.engine_phase(work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}")
+    device = setup.args.device
+    engine = phases.engine_phase(
+        work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}", device
+    )
     tried = phases.engine_summaries(engine)
     collected.engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])
     if len(strategies) > 1:
@@ -174,7 +178,7 @@ def engine_run(
         strategies = [ranked[0][1]]
         print(f"  engine: chosen: {ranked[0][0].detail}; measured again", flush=True)
         engine = phases.engine_phase(
-            work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}-chosen"
+            work, model_dir, jobs, strategies, probe_prompts, f"engine-{run}-chosen", device
         )
         tried = phases.engine_summaries(engine)
         collected.engine_runs.append([{**s.metrics(), "strategy": s.detail} for s in tried])

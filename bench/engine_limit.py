@@ -221,6 +221,7 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     model_dir = Path(request["model_dir"])
     compute_type = request["compute_type"]
+    device = request.get("device", "cpu")
     jobs = [Job(**raw) for raw in request["jobs"]]
     strategies = [Strategy(**raw) for raw in request["strategies"]]
     codec = load_codec(model_dir)
@@ -231,7 +232,7 @@ def main(argv: list[str]) -> int:
     # One engine at a time, so each strategy's peak memory is its own engine's.
     configs = sorted({(s.inter_threads, s.intra_threads) for s in strategies})
     for inter, intra in configs:
-        engine = Engine(model_dir, EngineConfig("cpu", compute_type, inter, intra))
+        engine = Engine(model_dir, EngineConfig(device, compute_type, inter, intra))
         try:
             warm_up(engine, codec)
             for strategy in strategies:
@@ -253,7 +254,7 @@ def main(argv: list[str]) -> int:
         finally:
             engine.close()
     # Prefill as the worker's replicas see it: its default threads for this machine.
-    default = Engine(model_dir, EngineConfig("cpu", compute_type))
+    default = Engine(model_dir, EngineConfig(device, compute_type))
     try:
         warm_up(default, codec)
         prefill = {p: prefill_seconds(default, codec, p) for p in request.get("probe_prompts", [])}

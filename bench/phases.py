@@ -57,9 +57,11 @@ def engine_phase(
     strategies: list[Strategy],
     probe_prompts: list[str],
     tag: str,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     request = {
         "model_dir": str(model_dir),
+        "device": device,
         "compute_type": "int8",
         "jobs": [asdict(j) for j in jobs],
         "strategies": [asdict(s) for s in strategies],
@@ -206,9 +208,11 @@ def worker_phase(
     return WorkerPhase(summary, result, cpu, short)
 
 
-def model_stack(out: Path, work: Path, model: str, model_dir: Path) -> LocalStack:
-    """A local stack (not started) whose zoo is the benchmark model, decoded on the CPU in int8,
-    its logs under `work`."""
+def model_stack(
+    out: Path, work: Path, model: str, model_dir: Path, device: str = "cpu"
+) -> LocalStack:
+    """A local stack (not started) whose zoo is the benchmark model, decoded on `device` in
+    int8, its logs under `work`."""
     return LocalStack(
         StackOptions(
             home=(out / "home").resolve(),
@@ -217,7 +221,7 @@ def model_stack(out: Path, work: Path, model: str, model_dir: Path) -> LocalStac
             settings_env={
                 "HEADRACE_MODEL_ZOO": json.dumps({model: str(model_dir)}),
                 "HEADRACE_WORKER_MODELS": model,
-                "HEADRACE_DEVICE": "cpu",
+                "HEADRACE_DEVICE": device,
                 "HEADRACE_COMPUTE_TYPE": "int8",
                 "HEADRACE_RECEIVE_WAIT_SECONDS": str(RECEIVE_WAIT_S),
             },

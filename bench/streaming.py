@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of both phases")
     parser.add_argument("--quick", action="store_true", help="tiny model (checks the harness)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu.sh)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     shape = TINY if args.quick else GPT2_SMALL
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = make_jobs(load_codec(model_dir), spec)
     bodies = [job_body(j) for j in jobs]
     work = out / "runs" / time.strftime("streaming-%Y%m%d-%H%M%S")
-    stack = phases.model_stack(out, work, MODEL, model_dir)
+    stack = phases.model_stack(out, work, MODEL, model_dir, args.device)
     print(f"model: {MODEL} ({shape.label}); {len(jobs)} concurrent jobs, greedy", flush=True)
     plain_rates: list[float] = []
     streamed_rates: list[float] = []

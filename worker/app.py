@@ -28,6 +28,7 @@ from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig, default_batching
 from worker.scheduler import ModelRunner
 from worker.task_protection import AgentEndpoint, TaskProtection
+from worker.tuning import candidate_widths, choose_batch_width
 
 logger = logging.getLogger("headrace.worker")
 
@@ -57,11 +58,16 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
             model_dir / "tokenizer.json", bos_token=engine.bos_token, eos_token=engine.eos_token
         )
         defaults = default_batching(engine.device)
+        width = settings.max_batch_size
+        if not width:  # timed on this model and device (worker/tuning.py)
+            width, _ = choose_batch_width(
+                engine, codec, candidate_widths(engine.device), model=name
+            )
         runner = ModelRunner(
             name,
             engine,
             codec,
-            max_batch_size=settings.max_batch_size or defaults.max_batch_size,
+            max_batch_size=width,
             max_batch_wait=_chosen(settings.max_batch_wait_ms, defaults.max_batch_wait_ms) / 1000,
             max_batch_hold=_chosen(settings.max_batch_hold_ms, defaults.max_batch_hold_ms) / 1000,
             prefetch_per_replica=settings.prefetch_per_replica or defaults.prefetch_per_replica,

@@ -71,12 +71,13 @@ def default_threads(device: str) -> tuple[int, int]:
 
     On CPU, one replica per core with one thread each beat one replica with all cores for
     concurrent requests (DESIGN.md: 132 vs 69 tok/s on 2 cores). On CUDA a second replica
-    overlaps host work with the GPU.
+    overlaps host work with the GPU. Cores are those this process may run on (a container's
+    CPU set, `taskset`), not the machine's.
     """
     if device == "cuda":
         return 2, 1
-    cores = os.cpu_count() or 1
-    return max(1, cores), 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1), 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class BatchingDefaults:
 
 
 def default_batching(device: str) -> BatchingDefaults:
-    """Batching defaults for the device.
+    """Batching defaults for the device. The worker times its batch width at warm-up
+    (worker/tuning.py); `max_batch_size` here is the width the template's scaling assumes.
 
     Measured on 2 CPU cores with a GPT-2-small-shaped int8 model (bench/): once batches are
     grouped by prompt length, batch sizes 8 to 32 were within noise on AMD EPYC cores, 4

@@ -17,6 +17,7 @@ logger = logging.getLogger("headrace.worker")
 
 RECEIVE_LIMIT = 10  # messages a ReceiveMessage may return
 VISIBILITY_BATCH_LIMIT = 10  # entries a ChangeMessageVisibilityBatch may carry
+DELETE_BATCH_LIMIT = 10  # entries a DeleteMessageBatch may carry
 MAX_VISIBILITY_S = 43_200  # the longest SQS keeps a message out of sight (12 hours)
 MAX_DELAY_S = 900  # the longest SQS delays a message sent (15 minutes)
 
@@ -41,6 +42,10 @@ class JobQueue:
         self.sqs = sqs
         self.queue_url = queue_url
         self.aws = aws
+        # Deletes asked for while one is in flight go out together in the next batch call: a
+        # call costs the worker's event loop far more than an entry does.
+        self._deletes: list[tuple[str, asyncio.Future[None]]] = []
+        self._deleting: asyncio.Task[None] | None = None
 
     async def receive(
         self, *, max_messages: int, wait_seconds: int, hide_seconds: int | None = None
@@ -78,11 +83,32 @@ class JobQueue:
         )
 
     async def delete(self, receipt: str) -> None:
-        try:
-            await self.aws(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt)
-        except HeadraceError as e:
-            # The message comes back later and is deleted then, as a duplicate of a final job.
-            logger.warning("could not delete the message: %s", e.detail)
+        """Delete the message (with others being deleted meanwhile); never raises: a message
+        not deleted comes back later and is deleted then, as a duplicate of a final job."""
+        future = asyncio.get_running_loop().create_future()
+        self._deletes.append((receipt, future))
+        if self._deleting is None or self._deleting.done():
+            self._deleting = asyncio.create_task(self._delete_queued())
+        await future
+
+    async def _delete_queued(self) -> None:
+        while self._deletes:
+            taken = self._deletes[:DELETE_BATCH_LIMIT]
+            self._deletes = self._deletes[DELETE_BATCH_LIMIT:]
+            entries = [{"Id": str(i), "ReceiptHandle": r} for i, (r, _) in enumerate(taken)]
+            try:
+                answer = await self.aws(
+                    self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries
+                )
+                for failure in answer.get("Failed", []):
+                    reason = failure.get("Message") or failure.get("Code")
+                    logger.warning("could not delete the message: %s", reason)
+            except HeadraceError as e:
+                logger.warning("could not delete %d messages: %s", len(taken), e.detail)
+            finally:  # whatever happened, its callers go on: a message not deleted comes back
+                for _, future in taken:
+                    if not future.done():  # its caller may have been cancelled
+                        future.set_result(None)
 
     async def set_visibility(self, receipt: str, seconds: int) -> None:
         """Show the message again in `seconds` (0: at once)."""

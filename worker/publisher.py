@@ -72,7 +72,9 @@ class StreamSettings:
 class _Follower:
     subscription: stream_table.Subscription
     next_index: int  # index into events of the next event to send
-    recorded_at: float = -1e9  # when its delivered seq was last written (the first post: at once)
+    # When its delivered seq was last written (or it was attached): a worker taking over
+    # resends at most what was posted since, and clients drop the seqs they have seen.
+    recorded_at: float
 
 
 @dataclass
@@ -98,6 +100,8 @@ class StreamPublisher:
     _subscriptions_attached: int = 0
     _attention: asyncio.Event = field(default_factory=asyncio.Event)
     _finished: bool = False
+    # events[i] as posted, serialized once for all of its followers
+    _encoded: list[bytes] = field(default_factory=list)
 
     @property
     def next_seq(self) -> int:
@@ -334,15 +338,14 @@ class StreamPublisher:
             self._followers[subscription.connection_id] = _Follower(
                 subscription,
                 next_index=min(subscription.resume_seq, len(self.events)),
+                recorded_at=time.monotonic(),
             )
 
     async def _send(self, connection_id: str, follower: _Follower) -> None:
         endpoint = follower.subscription.endpoint
         sent = False
         while follower.next_index < len(self.events):
-            event = self.events[follower.next_index]
-            data = event.model_dump_json().encode()
-            if not await self.post(endpoint, connection_id, data):
+            if not await self.post(endpoint, connection_id, self._data(follower.next_index)):
                 await self._drop(connection_id)
                 return
             follower.next_index += 1
@@ -350,12 +353,18 @@ class StreamPublisher:
         if sent:
             await self._record_delivered(connection_id, follower)
 
+    def _data(self, index: int) -> bytes:
+        while len(self._encoded) <= index:
+            self._encoded.append(self.events[len(self._encoded)].model_dump_json().encode())
+        return self._encoded[index]
+
     async def _record_delivered(self, connection_id: str, follower: _Follower) -> None:
-        """Written after the first post, the last event, and at most every few seconds between:
-        after a loss, a worker taking over posts again only what was posted since."""
+        """Written every few seconds at most: after a loss, a worker taking over posts again
+        only what was posted since. A write per post would cost more than the post, and one
+        for the last event would only spare a resend in the moment between that post and
+        the final write (a job that is final is not taken over)."""
         now = time.monotonic()
-        last = self.events[follower.next_index - 1]
-        if not last.is_last and now - follower.recorded_at < _RECORD_DELIVERED_SECONDS:
+        if now - follower.recorded_at < _RECORD_DELIVERED_SECONDS:
             return
         follower.recorded_at = now
         # ConditionFailed: the subscription went away with its connection.

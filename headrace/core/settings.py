@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     model_cache_dir: str = ".headrace/model-cache"
     device: str = "auto"
     compute_type: str = "default"
-    max_batch_size: int = 0  # 0: chosen for the device (8 on CPU, 32 on CUDA)
+    max_batch_size: int = 0  # 0: timed at warm-up on the model and device (worker/tuning.py)
     max_batch_wait_ms: int = -1  # -1: chosen for the device (25 on CPU, 10 on CUDA)
     # A busy worker's free replica waits this long at most for a fuller batch while jobs keep
     # arriving. -1: chosen for the device (4000 on CPU, 200 on CUDA).

@@ -1,0 +1,140 @@
+"""The batch width this worker uses, found on the model and device it has: timed at warm-up.
+
+What width pays depends on the machine: per token, a wider batch reads the weights fewer times,
+so it gains as long as the decoder is short of memory bandwidth rather than of arithmetic, and
+where that ends differs between CPUs (batches of 8 beat 16 on one 2-core machine, 16 beat 8 on
+another) and between a CPU and a GPU. So at warm-up every replica decodes the same small batch
+at once, a few steps, for each candidate width, smallest first, and the width is doubled while
+doubling still buys `MIN_GAIN` more tokens per second. A doubled width that gains less is
+not taken: a wider batch also mixes more prompt and output lengths (CTranslate2 forwards only
+the shortest prompt in one pass, and a batch runs as long as its longest item) and makes fewer
+batches to share out between replicas, and those costs, which this short trial does not see,
+ate smaller gains in the benchmark's runs. The trial times decoding steps only, from each
+replica's first token to its last, so it costs a few steps per width.
+
+An explicit HEADRACE_MAX_BATCH_SIZE skips all this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from worker.decoding import TextCodec
+from worker.engine import Engine, SamplingParams, Step
+
+logger = logging.getLogger("headrace.tuning")
+
+# From the width measured best on the reference machines (engine.default_batching) up: below
+# it, batches of 4 were clearly worse on both CPUs.
+CPU_WIDTHS = (8, 16, 32)
+CUDA_WIDTHS = (32, 64, 128)
+MIN_GAIN = 1.25  # a doubled width must decode this many times the tokens per second
+TRIAL_PROMPT_TOKENS = 4  # the prompt pass is not what is timed: keep it short
+TRIAL_STEPS = 6  # tokens per item; the time from each replica's first token to its last counts
+TRIAL_REPEATS = 2  # the faster of two: a shared machine's noise only ever slows a trial
+# No wider width is tried once the trials have taken this long: a model this slow gains the
+# least from a wider batch (its steps are long already), and the worker's start stays short.
+TUNING_BUDGET_S = 4.0
+# A step shorter than this at the first width is not worth widening (a toy model, the tests'):
+# the worker's own work per step weighs more than the decoder's, and the trials time noise.
+MIN_STEP_S = 0.001
+
+
+@dataclass(frozen=True)
+class Trial:
+    width: int
+    tokens_per_s: float
+    seconds: float  # the whole trial, prompt passes and repeats included
+    replicas: int
+
+    @property
+    def step_s(self) -> float:
+        """One decoding step of one replica."""
+        return self.replicas * self.width / self.tokens_per_s
+
+
+def candidate_widths(device: str) -> tuple[int, ...]:
+    return CUDA_WIDTHS if device == "cuda" else CPU_WIDTHS
+
+
+def choose_batch_width(
+    engine: Engine,
+    codec: TextCodec,
+    widths: Sequence[int],
+    *,
+    model: str = "",
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[int, list[Trial]]:
+    """The chosen width and the trials that chose it (logged)."""
+    started = clock()
+    prompt = _trial_prompt(codec)
+    _decode(engine, prompt, widths[0], clock)  # untimed: lazy initialisation, caches
+    trials: list[Trial] = []
+    chosen = widths[0]
+    for width in widths:
+        trial = _trial(engine, prompt, width, clock)
+        trials.append(trial)
+        if len(trials) > 1:
+            if trial.tokens_per_s < MIN_GAIN * trials[-2].tokens_per_s:
+                break
+            chosen = width
+        if clock() - started > TUNING_BUDGET_S:
+            break
+        if trial.step_s < MIN_STEP_S:
+            break
+    logger.info(
+        "batch width chosen",
+        extra={
+            "model": model,
+            "max_batch_size": chosen,
+            "trials": {t.width: round(t.tokens_per_s, 1) for t in trials},
+            "replicas": engine.inter_threads,
+            "tuning_s": round(clock() - started, 2),
+        },
+    )
+    return chosen, trials
+
+
+def _trial_prompt(codec: TextCodec) -> list[str]:
+    """A prompt of TRIAL_PROMPT_TOKENS ordinary tokens (the end token would stop nothing: the
+    trial decodes a fixed number of steps)."""
+    tokens = codec.prompt_tokens("the worker times a batch of this prompt " * 8)
+    return tokens[:TRIAL_PROMPT_TOKENS]
+
+
+def _trial(engine: Engine, prompt: list[str], width: int, clock: Callable[[], float]) -> Trial:
+    start = clock()
+    rate = max(_decode(engine, prompt, width, clock) for _ in range(TRIAL_REPEATS))
+    return Trial(width, rate, clock() - start, engine.inter_threads)
+
+
+def _decode(engine: Engine, prompt: list[str], width: int, clock: Callable[[], float]) -> float:
+    """Tokens per second of all replicas decoding `width` copies of the prompt each, at once
+    (as under load, when they share the memory bandwidth), from each replica's first token to
+    its last: the decoding steps, not the prompt pass."""
+
+    def one() -> float:
+        stamps: list[float] = []
+
+        def on_step(step: Step) -> bool:
+            if step.index == 0:
+                stamps.append(clock())
+            return False
+
+        engine.generate(
+            [prompt] * width,
+            params=SamplingParams(top_k=1),
+            max_new_tokens=TRIAL_STEPS,
+            min_new_tokens=TRIAL_STEPS,
+            return_log_probs=False,
+            on_step=on_step,
+        )
+        return width * (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
+
+    replicas = engine.inter_threads
+    with ThreadPoolExecutor(replicas) as pool:
+        return sum(f.result() for f in [pool.submit(one) for _ in range(replicas)])
