@@ -36,13 +36,13 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python -m bench
 
 # Worker kills, a SIGTERM and a frozen worker under load, then an audit of every job and stream
-# (~8 min for 1,000 jobs; README "Tests"). `make test` runs a short one (200 jobs, 3 kills).
+# (~8 min for 1,000 jobs; README "Tests"). `make test` runs a short one (120 jobs, 3 kills).
 # Options: make chaos ARGS="--jobs 1000 --kills 10 --zombie".
 chaos: $(INSTALLED)
 	$(VENV)/bin/python -m tests.suites.chaos $(ARGS)
 
 # schemathesis over openapi.json, hostile HTTP requests and WebSocket frames (~5 min; README
-# "Tests"). `make test` runs a bounded one (5 schemathesis examples per operation).
+# "Tests"). `make test` runs a bounded one (3 schemathesis examples per operation).
 # Options: make fuzz ARGS="--max-examples 20 --streams 10".
 fuzz: $(INSTALLED)
 	$(VENV)/bin/python -m tests.suites.fuzz $(ARGS)

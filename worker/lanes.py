@@ -18,10 +18,13 @@ import math
 from collections import OrderedDict
 from typing import Any
 
-from worker.job_queue import JobQueue
+from worker.job_queue import RECEIVE_LIMIT, JobQueue
 
 # While idle, the interactive queue's long poll is cut to this, so that batch work arriving on an
-# idle worker waits at most this long for the short poll of the batch queue that follows.
+# idle worker waits at most this long for the short poll of the batch queue that follows. While
+# the batch lane has a backlog (its last poll filled the room), the interactive queue is not
+# long-polled at all: a worker working through a backlog would otherwise idle this long between
+# receives.
 BATCH_LOOK_SECONDS = 1
 REMEMBERED_RECEIPTS = 10_000
 
@@ -67,6 +70,7 @@ class LaneQueues:
         self.interactive = interactive
         self.batch = batch
         self.share = BatchShare(batch_share)
+        self._batch_backlog = False  # the batch lane's last poll filled all the room it had
         # receipt handle -> the URL of the queue it came from (shared with `with_client` copies)
         self._origins: OrderedDict[str, str] = OrderedDict() if origins is None else origins
 
@@ -93,11 +97,17 @@ class LaneQueues:
         owed = self.share.owed(max_messages)
         owed_batch = await self._take(self.batch, owed, 0, hide_seconds) if owed else []
         room = max_messages - len(owed_batch)
-        # Long-poll only when nothing came yet, and not for long: the batch queue is next.
-        wait = 0 if owed_batch else min(wait_seconds, BATCH_LOOK_SECONDS)
+        # Long-poll only when nothing came yet and no batch backlog waits, and not for long: the
+        # batch queue is next.
+        idle = not owed_batch and not self._batch_backlog
+        wait = min(wait_seconds, BATCH_LOOK_SECONDS) if idle else 0
         interactive = await self._take(self.interactive, room, wait, hide_seconds) if room else []
         room -= len(interactive)
         spare_batch = await self._take(self.batch, room, 0, hide_seconds) if room else []
+        # The batch lane's last poll answered all it could (a receive returns RECEIVE_LIMIT at
+        # most): more waits there.
+        last_asked, last_got = (room, spare_batch) if room else (owed, owed_batch)
+        self._batch_backlog = last_asked > 0 and len(last_got) == min(last_asked, RECEIVE_LIMIT)
         self.share.took(
             interactive=len(interactive),
             batch=len(owed_batch) + len(spare_batch),

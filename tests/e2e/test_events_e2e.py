@@ -241,8 +241,11 @@ def test_a_throttled_record_is_retried_alone(events_stack: LocalStack, tmp_path:
     assert proxy.throttled == 16
     invocations = [line["message_ids"] for line in log_lines(log) if "message_ids" in line]
     throttled_id = next(i for b in invocations if len(b) == 1 for i in b)
-    assert len(invocations) == 2 and len(invocations[0]) == 3, invocations
-    assert invocations[1] == [throttled_id] and throttled_id in invocations[0]
+    # The first invocation got all three; every later one only the throttled record (more than
+    # one only if a slow machine let its visibility lapse during a retry: at least once).
+    assert len(invocations) >= 2 and len(invocations[0]) == 3, invocations
+    assert throttled_id in invocations[0]
+    assert all(later == [throttled_id] for later in invocations[1:]), invocations
 
 
 def test_the_final_event_goes_out_though_the_worker_dies_after_the_final_write(

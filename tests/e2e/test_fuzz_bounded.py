@@ -18,7 +18,7 @@ def test_a_bounded_fuzz_run_finds_nothing(
     model_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "fuzz"
-    bounded = ["--max-examples", "5", "--phases", "examples,coverage,fuzzing", "--streams", "10"]
+    bounded = ["--max-examples", "3", "--phases", "examples,coverage,fuzzing", "--streams", "6"]
     args = parse_args([*bounded, "--budget", "360", "--out", str(out), "--home", str(model_home)])
 
     code = run(args)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 
 from worker.batching import MAX_PROMPT_SPREAD, MAX_WAIT_S, select_batch_in_lanes
-from worker.lanes import BatchShare
+from worker.job_queue import RECEIVE_LIMIT, JobQueue
+from worker.lanes import BATCH_LOOK_SECONDS, BatchShare, LaneQueues
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,38 @@ def test_a_batch_job_held_too_long_is_not_passed_over_for_interactive_work() -> 
     batch_lane = [Job("old", prompt_len=10, held_since=0.0)]
     chosen = select_batch_in_lanes(interactive, batch_lane, 8, now=MAX_WAIT_S + 0.1)
     assert [j.name for j in chosen] == ["old"]
+
+
+class RecordingQueue:
+    """A queue of `backlog` messages that records the long poll of every receive."""
+
+    def __init__(self, name: str, backlog: int) -> None:
+        self.queue_url = name
+        self.backlog = backlog
+        self.waits: list[int] = []
+
+    async def receive(
+        self, *, max_messages: int, wait_seconds: int, hide_seconds: int | None = None
+    ) -> list[dict[str, Any]]:
+        self.waits.append(wait_seconds)
+        taken = min(max_messages, RECEIVE_LIMIT, self.backlog)
+        self.backlog -= taken
+        return [{"ReceiptHandle": f"{self.queue_url}-{self.backlog + i}"} for i in range(taken)]
+
+
+def test_a_batch_backlog_is_received_without_long_polls_of_the_empty_interactive_queue() -> None:
+    interactive, batch = RecordingQueue("interactive", 0), RecordingQueue("batch", 25)
+    lanes = LaneQueues(cast(JobQueue, interactive), cast(JobQueue, batch), batch_share=0.1)
+
+    async def drain() -> list[int]:
+        sizes = []
+        for _ in range(5):
+            sizes.append(len(await lanes.receive(max_messages=40, wait_seconds=20)))
+        return sizes
+
+    sizes = asyncio.run(drain())
+
+    assert sizes == [10, 10, 5, 0, 0]
+    # The first look is a short long poll (nothing known yet); while the batch lane keeps
+    # filling the room, none; once it ran dry, the idle worker long-polls again.
+    assert interactive.waits == [BATCH_LOOK_SECONDS, 0, 0, BATCH_LOOK_SECONDS, BATCH_LOOK_SECONDS]
