@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ctranslate2
+import numpy as np
+import numpy.typing as npt
 
 from headrace.core.errors import ModelLoadError
 
@@ -31,6 +33,8 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 # 18 s and 1.2 GB, 32,002 100 s and 16 GB.
 CONTEXT_KEY = "max_position_embeddings"
 DEFAULT_MAX_CONTEXT_TOKENS = 4096
+# Sequences `score` forwards together (a guided_choice's choices, each after the prompt).
+SCORE_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,47 @@ class Engine:
             beam_size=1,
             callback=callback,
         )
+
+    def score(self, sequences: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The log prob of every token of each sequence after its first, given those before."""
+        results = self._generator.score_batch(
+            [list(s) for s in sequences], max_batch_size=SCORE_BATCH_SIZE
+        )
+        return [list(result.log_probs) for result in results]
+
+    def generate_with_logits(
+        self,
+        prompt: Sequence[str],
+        *,
+        params: SamplingParams,
+        max_new_tokens: int,
+        on_step: Callable[[Step], bool],
+    ) -> npt.NDArray[np.float32]:
+        """Decode one item as `generate` does and return the model's raw logits (before any
+        sampling option) at each step it took, one row a step: the step at which `on_step`
+        stopped it is the last row. The prompt is forwarded whole: no state is kept."""
+
+        def callback(result: ctranslate2.GenerationStepResult) -> bool:
+            step = Step(0, result.token_id, result.log_prob, result.is_last)
+            return on_step(step)
+
+        result = self._generator.generate_batch(
+            [list(prompt)],
+            max_length=max_new_tokens,
+            sampling_topk=params.top_k,
+            sampling_topp=params.top_p,
+            sampling_temperature=params.temperature,
+            include_prompt_in_result=False,
+            return_scores=True,
+            return_logits_vocab=True,
+            beam_size=1,
+            callback=callback,
+        )[0]
+        rows = [
+            row if row.device == "cpu" else row.to_device(ctranslate2.Device.cpu)
+            for row in result.logits[0]
+        ]
+        return np.stack([np.asarray(row, dtype=np.float32) for row in rows])
 
     def close(self) -> None:
         # Releasing the generator before interpreter exit avoids an abort at shutdown.

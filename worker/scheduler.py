@@ -31,11 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
-from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
 from worker.batching import select_batch_in_lanes
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step
+from worker.failures import DecodeFailed as DecodeFailed
+from worker.failures import RequestRefused as RequestRefused
+from worker.guided import Guides
+from worker.guided_jobs import alone_if_guided, decode_guided, is_guided
 from worker.halts import Halt
 from worker.progress import Watch
 
@@ -47,17 +50,6 @@ logger = logging.getLogger("headrace.scheduler")
 QUIET_S = 0.25
 # A lone job's batch gives way once this many more jobs wait to be batched.
 BURST = 3
-
-
-class DecodeFailed(HeadraceError):
-    """The engine failed on a batch (not the request's fault as far as we can tell)."""
-
-
-class RequestRefused(DecodeFailed):
-    """The request cannot run on this model (JobError type "invalid_request"): every attempt
-    would refuse it alike, so it fails at once, before it takes a place in a batch."""
-
-    status_code = 400
 
 
 @dataclass(frozen=True)
@@ -148,6 +140,7 @@ class ModelRunner:
         self.name = name
         self.engine = engine
         self.codec = codec
+        self.guides = Guides(codec)  # guided jobs run alone, stepped (worker/guided.py)
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
         self.max_batch_hold = max_batch_hold
@@ -267,7 +260,8 @@ class ModelRunner:
         self._pending = collections.deque(p for p in self._live_pending() if id(p) not in chosen)
         if self._pending:
             self._arrived.set()
-        return _Run(batch, asyncio.get_running_loop().time(), gives_way=lone)
+        gives_way = lone and not any(is_guided(p.request) for p in batch)
+        return _Run(batch, asyncio.get_running_loop().time(), gives_way=gives_way)
 
     def _lone_on_idle(self) -> bool:
         running = any(not task.done() for task in self._runs)
@@ -306,7 +300,9 @@ class ModelRunner:
         live = self._live_pending()
         interactive = [p for p in live if p.request.priority == "interactive"]
         batch_lane = [p for p in live if p.request.priority != "interactive"]
-        return select_batch_in_lanes(interactive, batch_lane, self.max_batch_size, now)
+        return alone_if_guided(
+            select_batch_in_lanes(interactive, batch_lane, self.max_batch_size, now)
+        )
 
     def _live_pending(self) -> list[_Pending]:
         return [p for p in self._pending if not p.future.done()]
@@ -324,6 +320,9 @@ class ModelRunner:
         for pending in batch:
             if pending.watch is not None:
                 pending.watch.started.set()
+        if is_guided(batch[0].request):
+            job, engine = batch[0], self.engine
+            return await decode_guided(engine, self.guides, self._executor, job, self._resolve)
         failures: dict[int, Exception] = {}
 
         def on_step(step: Step) -> bool:

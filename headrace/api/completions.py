@@ -18,6 +18,7 @@ from headrace.core.errors import (
     PayloadTooLarge,
     TransientError,
 )
+from headrace.core.guides import check_guide
 from headrace.core.settings import Settings
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables.jobs import JobRecord
@@ -48,6 +49,7 @@ def check_limits(settings: Settings, request: CompletionRequest) -> None:
     if unsupported:
         name, reason = unsupported
         raise InvalidRequest(f"{name}: not supported ({reason})")
+    check_guide(request)
     prompt_bytes = len(request.prompt.encode())
     if prompt_bytes > settings.max_prompt_bytes:
         raise PayloadTooLarge(

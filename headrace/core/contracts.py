@@ -16,14 +16,11 @@ from headrace.core.errors import InvalidRequest, UnprocessableBody
 from headrace.core.job_capacity import CapacityView
 
 # Fields in the LLM Engine contract that CTranslate2 cannot honour. Sending a value that would
-# change decoding is a 400 naming the field; it is never silently ignored.
+# change decoding is a 400 naming the field; it is never silently ignored. (The guided_* fields
+# are honoured; headrace.core.guides checks them.)
 UNSUPPORTED_FIELDS: dict[str, str] = {
     "presence_penalty": "CTranslate2 has no presence penalty",
     "frequency_penalty": "CTranslate2 has no frequency penalty",
-    "guided_json": "guided decoding is not supported by this engine",
-    "guided_regex": "guided decoding is not supported by this engine",
-    "guided_choice": "guided decoding is not supported by this engine",
-    "guided_grammar": "guided decoding is not supported by this engine",
 }
 
 
