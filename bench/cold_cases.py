@@ -216,6 +216,27 @@ def _failed_job(facts: StackFacts) -> str:
     return request_id
 
 
+NO_FILE = "file-0123456789abcdef0123456789abcdef"
+NO_BATCH = "batch_01a23a7a36d07d047ca71bf590a7956e"
+NEW_BATCH = {"input_file_id": NO_FILE, "endpoint": "/v1/completions", "completion_window": "24h"}
+
+
+def _batch(
+    handler: str,
+    method: str,
+    route: str,
+    status: int,
+    body: dict[str, Any] | None = None,
+    **path: str,
+) -> Case:
+    return Case(
+        f"handlers.{handler}",
+        f"{method} {route}",
+        status,
+        lambda f: _http(f, method, route.format(**path), body),
+    )
+
+
 CASES = [
     Case(
         "handlers.submit.handle_async",
@@ -312,6 +333,16 @@ CASES = [
         200,
         lambda f: _http(f, "GET", routes.OPENAI_MODEL.format(model=f.model)),
     ),
+    # The batch routes answer after their reads: no such file or batch (404), a body that is
+    # not the upload form (400), an input file that is not there (400).
+    _batch("batch_files.handle_create", "POST", routes.OPENAI_FILES, 400, {"purpose": "batch"}),
+    _batch("batch_files.handle_get", "GET", routes.OPENAI_FILE, 404, file_id=NO_FILE),
+    _batch("batch_files.handle_delete", "DELETE", routes.OPENAI_FILE, 404, file_id=NO_FILE),
+    _batch("batch_files.handle_content", "GET", routes.OPENAI_FILE_CONTENT, 404, file_id=NO_FILE),
+    _batch("batches.handle_create", "POST", routes.OPENAI_BATCHES, 400, NEW_BATCH),
+    _batch("batches.handle_list", "GET", routes.OPENAI_BATCHES, 200),
+    _batch("batches.handle_get", "GET", routes.OPENAI_BATCH, 404, batch_id=NO_BATCH),
+    _batch("batches.handle_cancel", "POST", routes.OPENAI_BATCH_CANCEL, 404, batch_id=NO_BATCH),
     Case("handlers.websocket.connect", "$connect", 200, _connect),
     Case("handlers.websocket.disconnect", "$disconnect", 200, _disconnect),
     Case(

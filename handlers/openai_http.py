@@ -23,7 +23,8 @@ from headrace.core.logs import request_context
 
 logger = logging.getLogger("headrace.api")
 
-Route = Callable[[HttpApiEvent, ApiServices, str], Answer]
+# A route answers JSON (an Answer), or a response of its own (a file's content, a redirect).
+Route = Callable[[HttpApiEvent, ApiServices, str], Answer | dict[str, Any]]
 _R = TypeVar("_R", bound=SamplingRequest)
 
 
@@ -57,7 +58,8 @@ def openai_endpoint(route: Route) -> Callable[[dict[str, Any], Any], dict[str, A
             try:
                 services = default_services()
                 owner = authenticate(services, event.api_key())
-                return response(route(event, services, owner))
+                result = route(event, services, owner)
+                return response(result) if isinstance(result, Answer) else result
             except HeadraceError as e:
                 if e.status_code >= 500:
                     logger.warning("request failed: %s", e.detail)

@@ -47,6 +47,8 @@ MODELS_BUCKET = "ModelsBucket"
 EVENT_BUS = "EventBus"
 INTAKE_QUEUE = "IntakeQueue"
 WEBHOOK_QUEUE = "WebhookQueue"
+BATCH_FILES_BUCKET = "BatchFilesBucket"
+BATCH_FANOUT_QUEUE = "BatchFanoutQueue"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ def settings_overrides(resources: ProvisionedResources) -> dict[str, str]:
         "HEADRACE_EVENT_BUS_NAME": resources.event_bus_name,
         "HEADRACE_WEBHOOK_QUEUE_NAME": resources.webhook_queue_name,
     }
+    batch_files = resources.attributes.get(BATCH_FILES_BUCKET, {})
+    fanout = resources.attributes.get(BATCH_FANOUT_QUEUE, {})
+    lanes["HEADRACE_BATCH_FILES_BUCKET"] = batch_files.get("Ref", "")
+    lanes["HEADRACE_BATCH_FANOUT_QUEUE_NAME"] = fanout.get("QueueName", "")
     return {
         **{name: value for name, value in lanes.items() if value},
         "HEADRACE_REGION": resources.region,

@@ -1,5 +1,6 @@
 """The OpenAI-compatible routes of the OpenAPI document (headrace.api.openapi): completions and
-chat (also under /v2/), whole or streamed, and the model list."""
+chat (also under /v2/), whole or streamed, the model list, and the Batch API's files and
+batches (headrace.api.openapi_batches)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
+from headrace.api import openapi_batches
 from headrace.api.openai_protocol import OpenAIChatRequest, OpenAICompletionRequest
 from headrace.api.openai_responses import (
     ChatCompletion,
@@ -28,6 +30,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ModelList, "serialization"),
     (ModelCard, "serialization"),
     (OpenAIError, "serialization"),
+    *openapi_batches.MODELS,
 ]
 
 _ERRORS = {
@@ -141,4 +144,5 @@ def openai_paths() -> dict[str, Any]:
                 },
             }
         },
+        **openapi_batches.batch_paths(),
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.client import Completion, CompletionTimeoutError, HeadraceClientError, configure
+from headrace.client.server_batch import submit_server_side
 from headrace.client.submit_file import InputFileError, SubmitSummary, asubmit_file
 
 _CONFIG_HELP = (
@@ -79,6 +80,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     submit.add_argument(
         "--timeout", type=float, default=300.0, help="seconds per prompt (default: 300)"
+    )
+    submit.add_argument(
+        "--server-side",
+        action="store_true",
+        help="send the prompts as one batch of OpenAI's Batch API: the server makes the jobs,"
+        " this command shows the batch's progress and downloads its output (default: submit"
+        " each prompt from here)",
     )
     submit.set_defaults(run=_guarded(_run_submit))
 
@@ -206,7 +214,23 @@ def _run_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_server_side(args: argparse.Namespace) -> int:
+    defaults = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    summary = submit_server_side(
+        Path(args.input),
+        Path(args.output),
+        model=args.model,
+        defaults={k: v for k, v in defaults.items() if v is not None},
+    )
+    print(summary.line(), file=sys.stderr, flush=True)
+    if summary.failed:
+        return fail(f"{summary.failed} prompts did not succeed (see {args.output})")
+    return 0
+
+
 def _run_submit(args: argparse.Namespace) -> int:
+    if args.server_side:
+        return _run_server_side(args)
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
     defaults = {

@@ -137,6 +137,26 @@ class Settings(BaseSettings):
     # this machine). Off on AWS; `headrace dev` and the tests turn it on.
     webhook_allow_loopback: bool = False
 
+    # --- Batch files (OpenAI's Batch API, README "OpenAI Batch API")
+    # The bucket of input, output and error files, and the queue of batches to fan out (or to
+    # cancel) behind the API.
+    batch_files_bucket: str = "headrace-batch-files"
+    batch_fanout_queue_name: str = "headrace-batch-fanout"
+    # An upload reaches its function base64-encoded in one event, under Lambda's 6 MB request
+    # payload: 4 MiB of JSONL is the most that fits.
+    batch_file_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    # A file's content is answered in the response up to this size (JSON-escaped, it must stay
+    # under Lambda's 6 MB response payload); above it, a redirect to a presigned S3 URL.
+    batch_content_inline_bytes: int = Field(default=2 * 1024 * 1024, ge=0)
+    # Lines recorded and enqueued per step of a fan-out (and per cursor advance).
+    batch_fanout_chunk_lines: int = Field(default=100, ge=1, le=1000)
+    # How long one fan-out holds its batch (the fan-out function's timeout): a delivery of the
+    # batch's message while another works on it is dropped, one after it lapses takes over.
+    batch_fanout_lease_seconds: float = Field(default=900.0, gt=0)
+    # How long files and batches are kept (a DynamoDB TTL; the bucket's lifecycle rule matches).
+    batch_retention_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+
     # --- Logging
     log_level: str = "INFO"
 

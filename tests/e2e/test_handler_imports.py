@@ -38,6 +38,10 @@ LOADED_MODULES = (
 
 def test_the_template_names_the_handler_modules() -> None:
     assert HANDLER_MODULES == [
+        "handlers.batch_fanout",
+        "handlers.batch_files",
+        "handlers.batch_progress",
+        "handlers.batches",
         "handlers.cancel",
         "handlers.intake",
         "handlers.job_events",

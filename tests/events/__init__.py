@@ -33,6 +33,17 @@ OPENAI_EVENTS = {
     "GET /v1/models": "http_openai_models.json",
     "GET /v1/models/{model}": "http_openai_model.json",
 }
+# OpenAI's Batch API (README "OpenAI Batch API"): files and batches, as OpenAI's SDK sends them.
+BATCH_EVENTS = {
+    "POST /v1/files": "batch_upload_file.json",
+    "GET /v1/files/{file_id}": "batch_get_file.json",
+    "DELETE /v1/files/{file_id}": "batch_delete_file.json",
+    "GET /v1/files/{file_id}/content": "batch_file_content.json",
+    "POST /v1/batches": "batch_create.json",
+    "GET /v1/batches": "batch_list.json",
+    "GET /v1/batches/{batch_id}": "batch_get.json",
+    "POST /v1/batches/{batch_id}/cancel": "batch_cancel.json",
+}
 WEBSOCKET_EVENTS = {
     "$connect": "ws_connect.json",
     "$disconnect": "ws_disconnect.json",

@@ -13,7 +13,7 @@ from handlers.http import HttpApiEvent
 from handlers.websocket import WebSocketEvent
 from headrace.api.services import ApiServices
 from headrace.core.settings import Settings
-from tests.events import HTTP_EVENTS, OPENAI_EVENTS, WEBSOCKET_EVENTS, load_event
+from tests.events import BATCH_EVENTS, HTTP_EVENTS, OPENAI_EVENTS, WEBSOCKET_EVENTS, load_event
 from tests.handler_support import (
     CONNECTION_ID,
     HTTP_HANDLERS,
@@ -52,7 +52,7 @@ def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_route_of_the_template_has_a_sample_event() -> None:
-    assert set(HTTP_EVENTS) | set(OPENAI_EVENTS) == set(HTTP_HANDLERS)
+    assert set(HTTP_EVENTS) | set(OPENAI_EVENTS) | set(BATCH_EVENTS) == set(HTTP_HANDLERS)
     assert set(WEBSOCKET_EVENTS) == set(WEBSOCKET_HANDLERS)
 
 

@@ -15,7 +15,7 @@ from handlers.http import HttpApiEvent
 from headrace.api.services import ApiServices
 from headrace.core.settings import Settings
 from headrace.core.tables import jobs as job_table
-from tests.events import OPENAI_EVENTS, load_event
+from tests.events import BATCH_EVENTS, OPENAI_EVENTS, load_event
 from tests.handler_support import HTTP_HANDLERS, KEY, MODEL_ZOO, lambda_handler
 
 MISSING_KEY = "missing API key: send it in the x-api-key header"
@@ -86,6 +86,23 @@ def test_errors_are_openais_shape(route_key: str) -> None:
     del event["requestContext"]
     malformed = error("internal error: malformed gateway event")
     assert answer(route_key, event)[::2] == (500, malformed)
+
+
+@pytest.mark.parametrize("route_key", BATCH_EVENTS)
+def test_the_batch_sample_events_parse_with_their_bodies(route_key: str) -> None:
+    raw = load_event(BATCH_EVENTS[route_key])
+    event = HttpApiEvent.model_validate(raw)
+    assert event.route_key == route_key and event.api_key() == KEY
+    if route_key == "POST /v1/files":  # multipart, base64-encoded as API Gateway passes it
+        assert b'name="purpose"' in event.body_bytes() and b"custom_id" in event.body_bytes()
+
+
+@pytest.mark.usefixtures("services")
+@pytest.mark.parametrize("route_key", BATCH_EVENTS)
+def test_batch_routes_answer_errors_in_openais_shape(route_key: str) -> None:
+    event = load_event(BATCH_EVENTS[route_key])
+    del event["headers"]["authorization"]
+    assert answer(route_key, event)[::2] == (401, error(MISSING_KEY, code="invalid_api_key"))
 
 
 @pytest.mark.usefixtures("services")

@@ -47,9 +47,30 @@ EXPECTED_ROUTES = {
     ("POST", "/v2/chat/completions", "handlers.openai_chat.handler"),
     ("GET", "/v1/models", "handlers.openai_models.handler"),
     ("GET", "/v1/models/{model}", "handlers.openai_models.handle_get"),
+    # OpenAI's Batch API (README "OpenAI Batch API").
+    ("POST", "/v1/files", "handlers.batch_files.handle_create"),
+    ("GET", "/v1/files/{file_id}", "handlers.batch_files.handle_get"),
+    ("GET", "/v1/files/{file_id}/content", "handlers.batch_files.handle_content"),
+    ("DELETE", "/v1/files/{file_id}", "handlers.batch_files.handle_delete"),
+    ("POST", "/v1/batches", "handlers.batches.handle_create"),
+    ("GET", "/v1/batches", "handlers.batches.handle_list"),
+    ("GET", "/v1/batches/{batch_id}", "handlers.batches.handle_get"),
+    ("POST", "/v1/batches/{batch_id}/cancel", "handlers.batches.handle_cancel"),
 }
-# Functions an event source mapping invokes (README "Event-driven use").
-EVENT_FUNCTIONS = {"IntakeFunction", "JobEventsFunction", "WebhookSenderFunction"}
+# OpenAI's Batch API's (tests/unit/test_template_batch.py).
+BATCH_API_FUNCTIONS = (
+    {f"{name}Function" for name in ("CreateFile", "GetFile", "DeleteFile")}
+    | {f"{name}Function" for name in ("FileContent", "CreateBatch", "GetBatch", "ListBatches")}
+    | {"CancelBatchFunction"}
+)
+# Functions an event source mapping invokes (README "Event-driven use", "OpenAI Batch API").
+EVENT_FUNCTIONS = {
+    "IntakeFunction",
+    "JobEventsFunction",
+    "WebhookSenderFunction",
+    "BatchFanoutFunction",
+    "BatchProgressFunction",
+}
 
 # WebSocket route key -> the function serving it.
 WEBSOCKET_FUNCTIONS = {
@@ -112,6 +133,7 @@ def test_every_route_is_on_the_http_api_with_payload_v2(template: dict[str, Any]
         "OpenAIChatFunction",
         "OpenAIModelsFunction",
         "OpenAIModelFunction",
+        *BATCH_API_FUNCTIONS,
     }
     # The others serve the WebSocket API (no SAM event source: plain ApiGatewayV2 resources),
     # or are invoked by an event source mapping (AWS::Lambda::EventSourceMapping).
