@@ -136,7 +136,10 @@ def test_provisioning_twice_reuses_the_resources(clients: AwsClients, stack_name
     tables = clients.dynamodb.list_tables()["TableNames"]
     assert [t for t in tables if t.startswith(stack_name)] == [first.table_name]
     buckets = [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
-    assert [b for b in buckets if b.startswith(stack_name)] == [first.bucket_name]
+    batch_files = first.attributes["BatchFilesBucket"]["Ref"]
+    assert sorted(b for b in buckets if b.startswith(stack_name)) == sorted(
+        [first.bucket_name, batch_files]
+    )
 
 
 def test_overrides_apply_and_a_rerun_converges(clients: AwsClients, stack_name: str) -> None:
