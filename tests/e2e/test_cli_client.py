@@ -98,34 +98,34 @@ def result_lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_submit_80_prompts_then_rerun_submits_nothing(env: dict[str, str], tmp_path: Path) -> None:
+def test_submit_40_prompts_then_rerun_submits_nothing(env: dict[str, str], tmp_path: Path) -> None:
     prompts, results = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"
-    write_prompts(prompts, 80)
+    write_prompts(prompts, 40)
     args = ("submit", "--input", str(prompts), "--output", str(results), "--temperature", "0")
     done = headrace(*args, "--concurrency", "16", env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "80 submitted, 0 already done: 80 succeeded, 0 failed" in done.stderr
+    assert "40 submitted, 0 already done: 40 succeeded, 0 failed" in done.stderr
     assert "tokens/s" in done.stderr  # the progress line
     records = result_lines(results)
-    assert len(records) == 80
+    assert len(records) == 40
     ids = {json.dumps(r["id"]) for r in records}
-    assert ids == {json.dumps(f"p-{i}" if i % 2 else i + 1) for i in range(80)}
+    assert ids == {json.dumps(f"p-{i}" if i % 2 else i + 1) for i in range(40)}
     assert all(r["status"] == "SUCCEEDED" and r["request_id"] for r in records)
     assert all(isinstance(r["output"], dict) and r["output"]["text"] for r in records)
 
     again = headrace(*args, env=env)
     assert again.returncode == 0, again.stderr
-    assert "0 submitted, 80 already done" in again.stderr
-    assert len(result_lines(results)) == 80
+    assert "0 submitted, 40 already done" in again.stderr
+    assert len(result_lines(results)) == 40
 
-    # An interrupted run: 70 whole lines and a torn one. The re-run does the other 10.
-    kept = results.read_text().splitlines(keepends=True)[:70]
+    # An interrupted run: 30 whole lines and a torn one. The re-run does the other 10.
+    kept = results.read_text().splitlines(keepends=True)[:30]
     results.write_text("".join(kept) + '{"id": 7, "request_')
     resumed = headrace(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert "10 submitted, 70 already done: 10 succeeded" in resumed.stderr
+    assert "10 submitted, 30 already done: 10 succeeded" in resumed.stderr
     records = result_lines(results)
-    assert len(records) == 80 and len({json.dumps(r["id"]) for r in records}) == 80
+    assert len(records) == 40 and len({json.dumps(r["id"]) for r in records}) == 40
 
 
 def test_submit_records_rejected_lines_as_failed(env: dict[str, str], tmp_path: Path) -> None:
