@@ -24,9 +24,8 @@ from bench.jobs import (
     Job,
     JobSetSpec,
     ModelShape,
-    ensure_model,
-    load_codec,
     make_jobs,
+    model_and_codec,
     save_jobs,
 )
 from bench.procinfo import machine
@@ -105,8 +104,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     work = out / "runs" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    model_dir = ensure_model(out / "models" / profile.model_name, profile.shape)
-    codec = load_codec(model_dir)
+    model_dir, codec = model_and_codec(out, profile.model_name, profile.shape)
     jobs = make_jobs(codec, profile.jobs)
     save_jobs(jobs, work / "jobs.json")
     prompt_lengths = sorted(j.prompt_tokens for j in jobs)

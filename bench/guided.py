@@ -25,20 +25,20 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any, ParamSpec, TypeVar
 
 from bench.jobs import GPT2_SMALL, ensure_model, load_codec
 from headrace.core.contracts import CompletionRequest
 from headrace.dev.model import build_dev_model
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
-from worker.engine import Engine, EngineConfig, SamplingParams, Step
+from worker.engine import Engine, EngineConfig
 from worker.guided import Guides
 from worker.guided_jobs import run_guided
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 PROMPT = "The river runs past the old mill and the water is cold"
 CHOICES = ["the water is cold", "the mill", "a stone bridge over the river", "yes"]
@@ -48,26 +48,17 @@ class CountingEngine:
     """The engine, counting the calls a guided decode makes."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
         self.max_context_tokens = engine.max_context_tokens
         self.calls = 0
+        self.score = self._counted(engine.score)
+        self.generate_with_logits = self._counted(engine.generate_with_logits)
 
-    def score(self, sequences: Sequence[Sequence[str]]) -> list[list[float]]:
-        self.calls += 1
-        return self.engine.score(sequences)
+    def _counted(self, method: Callable[P, R]) -> Callable[P, R]:
+        def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+            self.calls += 1
+            return method(*args, **kwargs)
 
-    def generate_with_logits(
-        self,
-        prompt: Sequence[str],
-        *,
-        params: SamplingParams,
-        max_new_tokens: int,
-        on_step: Callable[[Step], bool],
-    ) -> npt.NDArray[np.float32]:
-        self.calls += 1
-        return self.engine.generate_with_logits(
-            prompt, params=params, max_new_tokens=max_new_tokens, on_step=on_step
-        )
+        return counted
 
 
 def guides_for(tokens: int) -> dict[str, dict[str, Any]]:

@@ -67,6 +67,12 @@ def ensure_model(out_dir: Path, shape: ModelShape) -> Path:
     return out_dir
 
 
+def model_and_codec(out: Path, name: str, shape: ModelShape) -> tuple[Path, TextCodec]:
+    """The model `name` of `shape` in `out`/models (built the first time), and its codec."""
+    model_dir = ensure_model(out / "models" / name, shape)
+    return model_dir, load_codec(model_dir)
+
+
 def load_codec(model_dir: Path) -> TextCodec:
     """The worker's tokenization, with the begin/end tokens the model's config names."""
     config = json.loads((model_dir / "config.json").read_text())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,9 +26,9 @@ from typing import Any
 import aiohttp
 
 from bench import phases
-from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, ensure_model, load_codec, make_jobs
+from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, make_jobs, model_and_codec
 from bench.streaming import percentile
-from bench.through_stack import job_body
+from bench.through_stack import job_body, read_stream
 from headrace.dev.stack import LocalStack
 
 MODEL = "bench-gpt2"
@@ -50,17 +49,8 @@ async def first_token_s(
     async with session.ws_connect(stack.ws_url, headers={"x-api-key": stack.api_key}) as ws:
         sent = time.monotonic()
         await ws.send_json({"action": "complete", "model": MODEL, **body})
-        first: float | None = None
-        async for message in ws:
-            event = json.loads(message.data)
-            if event.get("type") == "accepted":
-                continue
-            if event.get("error"):
-                raise RuntimeError(f"probe failed: {event['error']}")
-            first = first or time.monotonic()
-            if event["output"]["finished"]:
-                return first - sent
-    raise RuntimeError("the socket closed before the last event")
+        first, _ = await read_stream(ws)
+        return first - sent
 
 
 async def submit_backlog(
@@ -124,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out.resolve()
     shape = TINY if args.quick else GPT2_SMALL
-    model_dir = ensure_model(out / "models" / ("bench-tiny" if args.quick else MODEL), shape)
-    codec = load_codec(model_dir)
+    model_dir, codec = model_and_codec(out, "bench-tiny" if args.quick else MODEL, shape)
     spec = JobSetSpec(count=args.backlog, prompt_tokens=(16, 64), max_new_tokens=(32, 32), seed=2)
     backlog = [job_body(j) for j in make_jobs(codec, spec)]
     probe_spec = JobSetSpec(count=1, prompt_tokens=(32, 32), max_new_tokens=(16, 16), seed=3)

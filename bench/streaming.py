@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 import aiohttp
 
 from bench import phases
-from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, ensure_model, load_codec, make_jobs
-from bench.through_stack import job_body, run_jobs
+from bench.jobs import GPT2_SMALL, TINY, JobSetSpec, make_jobs, model_and_codec
+from bench.through_stack import job_body, read_stream, run_jobs
 from headrace.dev.stack import LocalStack
 
 MODEL = "bench-gpt2"
@@ -33,20 +32,10 @@ async def _stream_one(
 ) -> tuple[float, float, int]:
     """(send time, first event time, completion tokens) for one job over its own socket."""
     async with session.ws_connect(ws_url, headers={"x-api-key": api_key}) as ws:
-        sent = time.time()
+        sent = time.monotonic()
         await ws.send_json({"action": "complete", "model": MODEL, **body})
-        first: float | None = None
-        async for message in ws:
-            event = json.loads(message.data)
-            if event.get("type") == "accepted":
-                continue
-            if event.get("error"):
-                raise RuntimeError(f"stream failed: {event['error']}")
-            first = first or time.time()
-            if event["output"]["finished"]:
-                assert first is not None
-                return sent, first, int(event["output"]["num_completion_tokens"])
-    raise RuntimeError("the socket closed before the last event")
+        first, last = await read_stream(ws)
+        return sent, first, int(last["output"]["num_completion_tokens"])
 
 
 async def streamed_phase(
@@ -77,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out.resolve()
     shape = TINY if args.quick else GPT2_SMALL
-    model_dir = ensure_model(out / "models" / ("bench-tiny" if args.quick else MODEL), shape)
+    model_dir, codec = model_and_codec(out, "bench-tiny" if args.quick else MODEL, shape)
     spec = JobSetSpec(count=args.jobs, prompt_tokens=(16, 64), max_new_tokens=(48, 64), seed=1)
-    jobs = make_jobs(load_codec(model_dir), spec)
+    jobs = make_jobs(codec, spec)
     bodies = [job_body(j) for j in jobs]
     work = out / "runs" / time.strftime("streaming-%Y%m%d-%H%M%S")
     stack = phases.model_stack(out, work, MODEL, model_dir, args.device)

@@ -13,6 +13,7 @@ import asyncio
 import calendar
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,28 @@ class Client:
 
 def job_body(job: Job) -> dict[str, Any]:
     return {"prompt": job.prompt, "max_new_tokens": job.max_new_tokens, "temperature": 0}
+
+
+async def read_stream(
+    ws: aiohttp.ClientWebSocketResponse,
+    on_accepted: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[float, dict[str, Any]]:
+    """Read the stream of the job on `ws` to its last event: (time.monotonic() of its first
+    event, the last event). The socket's acknowledgement goes to `on_accepted`. A failed
+    stream, or a socket that closes before the last event, raises."""
+    first: float | None = None
+    async for message in ws:
+        event = json.loads(message.data)
+        if event.get("type") == "accepted":
+            if on_accepted is not None:
+                on_accepted(event)
+            continue
+        if event.get("error"):
+            raise RuntimeError(f"stream failed: {event['error']}")
+        first = first or time.monotonic()
+        if event["output"]["finished"]:
+            return first, event
+    raise RuntimeError("the socket closed before the last event")
 
 
 async def run_jobs(

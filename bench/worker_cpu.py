@@ -44,13 +44,12 @@ from bench.jobs import (
     Job,
     JobSetSpec,
     ModelShape,
-    ensure_model,
-    load_codec,
     make_jobs,
+    model_and_codec,
 )
 from bench.procinfo import cpu_seconds, machine
 from bench.profile import Sampler, summarize
-from bench.through_stack import PhaseResult, job_body, run_jobs
+from bench.through_stack import PhaseResult, job_body, read_stream, run_jobs
 from headrace.dev.stack import LocalStack
 from worker.decoding import TextCodec
 from worker.engine import Engine, EngineConfig, SamplingParams, Step
@@ -77,18 +76,6 @@ def started_on(cores: set[int]) -> Iterator[None]:
         os.sched_setaffinity(0, mine)
 
 
-async def _follow(session: aiohttp.ClientSession, ws: Any, request_id: str) -> None:
-    await ws.send_json({"action": "subscribe", "request_id": request_id, "from_seq": 0})
-    async for message in ws:
-        event = json.loads(message.data)
-        if event.get("type") == "accepted":
-            continue
-        if event.get("error"):
-            raise RuntimeError(f"stream failed: {event['error']}")
-        if event["output"]["finished"]:
-            return
-
-
 async def _stream_one(
     session: aiohttp.ClientSession, stack: LocalStack, body: dict[str, Any], extra: int
 ) -> tuple[float, int]:
@@ -97,25 +84,22 @@ async def _stream_one(
     async with session.ws_connect(stack.ws_url, headers=headers) as ws:
         await ws.send_json({"action": "complete", **body})
         others: list[asyncio.Task[None]] = []
-        async for message in ws:
-            event = json.loads(message.data)
-            if event.get("type") == "accepted":
-                for _ in range(extra):
-                    others.append(asyncio.create_task(_subscriber(session, stack, event)))
-                continue
-            if event.get("error"):
-                raise RuntimeError(f"stream failed: {event['error']}")
-            if event["output"]["finished"]:
-                await asyncio.gather(*others)
-                return time.time(), int(event["output"]["num_completion_tokens"])
-    raise RuntimeError("the socket closed before the last event")
+
+        def follow(accepted: dict[str, Any]) -> None:
+            request_id = str(accepted["request_id"])
+            others.extend(
+                asyncio.create_task(_subscriber(session, stack, request_id)) for _ in range(extra)
+            )
+
+        _, last = await read_stream(ws, on_accepted=follow)
+        await asyncio.gather(*others)
+        return time.time(), int(last["output"]["num_completion_tokens"])
 
 
-async def _subscriber(
-    session: aiohttp.ClientSession, stack: LocalStack, accepted: dict[str, Any]
-) -> None:
+async def _subscriber(session: aiohttp.ClientSession, stack: LocalStack, request_id: str) -> None:
     async with session.ws_connect(stack.ws_url, headers={"x-api-key": stack.api_key}) as ws:
-        await _follow(session, ws, str(accepted["request_id"]))
+        await ws.send_json({"action": "subscribe", "request_id": request_id, "from_seq": 0})
+        await read_stream(ws)
 
 
 async def _streamed(
@@ -263,8 +247,7 @@ class Plan:
 
 def run_setup(setup: Setup, plan: Plan) -> list[Round]:
     """A stack serving `setup`'s model, one worker on its core, `plan.rounds` rounds."""
-    model_dir = ensure_model(plan.out / "models" / setup.model, setup.shape)
-    codec = load_codec(model_dir)
+    model_dir, codec = model_and_codec(plan.out, setup.model, setup.shape)
     spec = JobSetSpec(count=plan.jobs, prompt_tokens=(16, 64), max_new_tokens=(32, 64), seed=2)
     jobs = make_jobs(codec, spec)
     work = plan.work / setup.model

@@ -26,6 +26,7 @@ from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.moto import MOTO_ENV
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
+from tests.e2e.lease_support import messages_left, wait_until
 from tests.e2e.support import Api
 
 LINES = 500
@@ -115,6 +116,13 @@ def test_a_batch_of_500_lines_answers_each_by_custom_id(
     assert batch.id in [b.id for b in client.batches.list(limit=100)]
 
 
+def _stored_batch(stack: LocalStack, aws: AwsClients, batch_id: str) -> dict[str, Any]:
+    assert stack.resources is not None
+    key = batch_table.batch_key(job_table.hash_api_key(stack.api_key), batch_id)
+    item = aws.dynamodb.get_item(TableName=stack.resources.table_name, Key=key)["Item"]
+    return cast(dict[str, Any], item)
+
+
 def test_a_redelivered_fanout_message_makes_no_second_job(
     stack: LocalStack, aws: AwsClients, done_batch: tuple[Batch, list[int]]
 ) -> None:
@@ -123,21 +131,10 @@ def test_a_redelivered_fanout_message_makes_no_second_job(
     table = stack.resources.table_name
     owner = job_table.hash_api_key(stack.api_key)
     url = aws.sqs.get_queue_url(QueueName=f"{stack.resources.stack_name}-batch-fanout")["QueueUrl"]
-    before = aws.dynamodb.get_item(TableName=table, Key=batch_table.batch_key(owner, batch.id))
+    before = _stored_batch(stack, aws, batch.id)
     message = FanoutMessage(owner=owner, batch_id=batch.id).model_dump_json()
     aws.sqs.send_message(QueueUrl=url, MessageBody=message)
-    deadline = time.monotonic() + 20
-    while True:  # taken and handled: the queue is empty again
-        attributes = aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-        counts = attributes["Attributes"]
-        if (
-            counts["ApproximateNumberOfMessages"]
-            == counts["ApproximateNumberOfMessagesNotVisible"]
-            == "0"
-        ):
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: messages_left(aws, url) == 0, 20, "the message taken and handled")
     ids = {batch_table.job_id(batch.id, i) for i in range(LINES + 1)}
     jobs = 0
     for start in range(0, len(ids), 100):
@@ -145,9 +142,9 @@ def test_a_redelivered_fanout_message_makes_no_second_job(
         found = aws.dynamodb.batch_get_item(RequestItems={table: {"Keys": keys}})
         jobs += len(found["Responses"][table])
     assert jobs == LINES
-    after = aws.dynamodb.get_item(TableName=table, Key=batch_table.batch_key(owner, batch.id))
+    after = _stored_batch(stack, aws, batch.id)
     for name in ("fanned", "completed", "failed", "status"):
-        assert after["Item"][name] == before["Item"][name], name
+        assert after[name] == before[name], name
 
 
 def test_stream_records_delivered_again_count_nothing(
@@ -156,7 +153,6 @@ def test_stream_records_delivered_again_count_nothing(
     batch, _ = done_batch
     assert stack.resources is not None
     table = stack.resources.table_name
-    owner = job_table.hash_api_key(stack.api_key)
     keys = [job_table.job_key(batch_table.job_id(batch.id, i)) for i in range(40)]
     found = aws.dynamodb.batch_get_item(RequestItems={table: {"Keys": keys}})["Responses"][table]
     items = [cast(dict[str, dict[str, Any]], item) for item in found]
@@ -173,7 +169,7 @@ def test_stream_records_delivered_again_count_nothing(
         )
         for n, item in enumerate(items)
     ]
-    before = aws.dynamodb.get_item(TableName=table, Key=batch_table.batch_key(owner, batch.id))
+    before = _stored_batch(stack, aws, batch.id)
     with pytest.MonkeyPatch.context() as env:
         for name, value in MOTO_ENV.items():
             env.setenv(name, value)
@@ -189,10 +185,10 @@ def test_stream_records_delivered_again_count_nothing(
             services.dynamodb.close()
             services.sqs.close()
 
-    after = aws.dynamodb.get_item(TableName=table, Key=batch_table.batch_key(owner, batch.id))
+    after = _stored_batch(stack, aws, batch.id)
     assert len(changes) == 40
     for name in ("completed", "failed", "status"):
-        assert after["Item"][name] == before["Item"][name], name
+        assert after[name] == before[name], name
 
 
 def test_a_bad_line_is_a_400_naming_it(client: OpenAI) -> None:

@@ -19,8 +19,7 @@ import datetime as dt
 from typing import Any
 
 from headrace.core.contracts import AttemptView, JobStatus
-
-Item = dict[str, dict[str, Any]]
+from headrace.core.tables.attributes import Item, number
 
 HANDED_BACK = "HANDED_BACK"  # a worker gave the job back (shutdown, a transient failure)
 LOST = "LOST"  # the worker's lease lapsed before it ended the attempt
@@ -28,13 +27,9 @@ LOST = "LOST"  # the worker's lease lapsed before it ended the attempt
 _NO_ENTRIES: dict[str, list[Any]] = {"L": []}
 
 
-def _n(value: float | int) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
-
-
 def log_claim(worker_id: str, now: float, *, decodes: bool = True) -> tuple[str, dict[str, Any]]:
     """The SET clause (without SET) and values that append a claim to `attempt_log`."""
-    entry = {"M": {"worker": {"S": worker_id}, "at": _n(now), "decodes": {"BOOL": decodes}}}
+    entry = {"M": {"worker": {"S": worker_id}, "at": number(now), "decodes": {"BOOL": decodes}}}
     return (
         "attempt_log = list_append(if_not_exists(attempt_log, :no_entries), :claim)",
         {":no_entries": _NO_ENTRIES, ":claim": {"L": [entry]}},
@@ -45,7 +40,7 @@ def log_end(
     epoch: int, now: float, outcome: str, error: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The SET clause (without SET) and values that append an end to `attempt_ends`."""
-    entry: Item = {"epoch": _n(epoch), "at": _n(now), "outcome": {"S": outcome}}
+    entry: Item = {"epoch": number(epoch), "at": number(now), "outcome": {"S": outcome}}
     if error:
         entry["error"] = {"S": error}
     return (
@@ -58,17 +53,17 @@ def history(item: Item, *, status: JobStatus, epoch: int) -> list[AttemptView]:
     """Every claim of the job, oldest first, with how it ended."""
     ends = {int(e["M"]["epoch"]["N"]): e["M"] for e in item.get("attempt_ends", {}).get("L", [])}
     views = []
-    for number, claim in enumerate(item.get("attempt_log", {}).get("L", []), start=1):
+    for attempt, claim in enumerate(item.get("attempt_log", {}).get("L", []), start=1):
         fields = claim["M"]
-        end = ends.get(number)
+        end = ends.get(attempt)
         if end is not None:
             outcome, ended_at = end["outcome"]["S"], _iso(float(end["at"]["N"]))
         else:
-            running = number == epoch and status is JobStatus.RUNNING
+            running = attempt == epoch and status is JobStatus.RUNNING
             outcome, ended_at = (JobStatus.RUNNING.value if running else LOST), None
         views.append(
             AttemptView(
-                attempt=number,
+                attempt=attempt,
                 worker=fields["worker"]["S"],
                 decodes=fields["decodes"]["BOOL"],
                 started_at=_iso(float(fields["at"]["N"])),
@@ -111,10 +106,10 @@ def requeue_job(
             ":failed": {"S": JobStatus.FAILED.value},
             ":timed_out": {"S": JobStatus.TIMED_OUT.value},
             ":owner": {"S": owner},
-            ":max": _n(max_attempts),
-            ":now": _n(now),
-            ":zero": _n(0),
-            ":one": _n(1),
+            ":max": number(max_attempts),
+            ":now": number(now),
+            ":zero": number(0),
+            ":one": number(1),
         },
         "ReturnValues": "ALL_NEW",
     }
@@ -127,5 +122,5 @@ def note_dead_lettered(table: str, *, key: Item, now: float) -> dict[str, Any]:
         "Key": key,
         "UpdateExpression": "SET dead_lettered_at = :now",
         "ConditionExpression": "attribute_exists(pk)",
-        "ExpressionAttributeValues": {":now": _n(now)},
+        "ExpressionAttributeValues": {":now": number(now)},
     }

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from headrace.core.tables.attributes import number, text
 from headrace.core.tables.jobs import Item, job_key
 
 _COUNTED_SK = "batchcount"
@@ -63,10 +64,6 @@ def batch_key(owner: str, batch_id: str) -> Item:
     return {"pk": {"S": f"batches#{owner}"}, "sk": {"S": f"batch#{batch_id}"}}
 
 
-def _n(value: float | int) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
-
-
 @dataclass(frozen=True)
 class FileRecord:
     file_id: str
@@ -86,10 +83,10 @@ class FileRecord:
             "owner": {"S": self.owner},
             "filename": {"S": self.filename},
             "purpose": {"S": self.purpose},
-            "size": _n(self.size),
-            "lines": _n(self.lines),
-            "created_at": _n(self.created_at),
-            "expires_at": _n(self.expires_at),
+            "size": number(self.size),
+            "lines": number(self.lines),
+            "created_at": number(self.created_at),
+            "expires_at": number(self.expires_at),
             "urls": {"S": ",".join(self.urls)},
         }
 
@@ -149,14 +146,14 @@ class BatchRecord:
             "input_file_id": {"S": self.input_file_id},
             "completion_window": {"S": self.completion_window},
             "status": {"S": self.status.value},
-            "total": _n(self.total),
-            "fanned": _n(self.fanned),
-            "completed": _n(0),
-            "failed": _n(0),
-            "halted": _n(0),
-            "created_at": _n(self.created_at),
-            "window_ends_at": _n(self.window_ends_at),
-            "expires_at": _n(self.expires_at),
+            "total": number(self.total),
+            "fanned": number(self.fanned),
+            "completed": number(0),
+            "failed": number(0),
+            "halted": number(0),
+            "created_at": number(self.created_at),
+            "window_ends_at": number(self.window_ends_at),
+            "expires_at": number(self.expires_at),
         }
         if self.metadata is not None:
             item["metadata"] = {"S": json.dumps(self.metadata)}
@@ -167,10 +164,7 @@ class BatchRecord:
         def num(name: str) -> int:
             return int(item[name]["N"]) if name in item else 0
 
-        def text(name: str) -> str | None:
-            return str(item[name]["S"]) if name in item else None
-
-        metadata = text("metadata")
+        metadata = text(item, "metadata")
         return cls(
             batch_id=item["batch_id"]["S"],
             owner=item["owner"]["S"],
@@ -189,8 +183,8 @@ class BatchRecord:
             completed=num("completed"),
             failed=num("failed"),
             halted=num("halted"),
-            output_file_id=text("output_file_id"),
-            error_file_id=text("error_file_id"),
+            output_file_id=text(item, "output_file_id"),
+            error_file_id=text(item, "error_file_id"),
             times={
                 name.removesuffix("_at"): float(item[name]["N"]) for name in _TIMES if name in item
             },
@@ -251,7 +245,7 @@ def _status_update(
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": {
             ":to": {"S": to.value},
-            ":now": _n(now),
+            ":now": number(now),
             **allowed,
             **(values or {}),
         },
@@ -302,7 +296,11 @@ def claim_fanout(table: str, record: BatchRecord, *, now: float, lease: float) -
         "ConditionExpression": (
             "attribute_exists(pk) AND (attribute_not_exists(fanout_lease) OR fanout_lease < :now)"
         ),
-        "ExpressionAttributeValues": {":until": _n(now + lease), ":now": _n(now), ":one": _n(1)},
+        "ExpressionAttributeValues": {
+            ":until": number(now + lease),
+            ":now": number(now),
+            ":one": number(1),
+        },
         "ReturnValues": "ALL_NEW",
     }
 
@@ -316,8 +314,8 @@ def advance(table: str, record: BatchRecord, *, to: int) -> dict[str, Any]:
         "ConditionExpression": "fanned = :from AND #s = :in_progress",
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": {
-            ":to": _n(to),
-            ":from": _n(record.fanned),
+            ":to": number(to),
+            ":from": number(record.fanned),
             ":in_progress": {"S": BatchStatus.IN_PROGRESS.value},
         },
         "ReturnValues": "ALL_NEW",
@@ -362,7 +360,7 @@ def count_final(
         counter = COUNTERS.get(status, "halted")
         added[counter] = added.get(counter, 0) + 1
         marker = {"pk": job_key(request_id)["pk"], "sk": {"S": _COUNTED_SK}}
-        item = {**marker, "expires_at": _n(expires_at)}
+        item = {**marker, "expires_at": number(expires_at)}
         condition = "attribute_not_exists(pk)"
         markers.append(
             {"Put": {"TableName": table, "Item": item, "ConditionExpression": condition}}
@@ -374,7 +372,7 @@ def count_final(
             "Key": batch_key(owner, batch_id),
             "UpdateExpression": "ADD " + ", ".join(f"{n} :{n}" for n in names),
             "ConditionExpression": "attribute_exists(pk)",
-            "ExpressionAttributeValues": {f":{n}": _n(added[n]) for n in names},
+            "ExpressionAttributeValues": {f":{n}": number(added[n]) for n in names},
         }
     }
     return {"TransactItems": [*markers, update]}

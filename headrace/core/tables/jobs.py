@@ -25,8 +25,8 @@ from typing import Any
 from headrace.core.contracts import AttemptView, CompletionRequest, JobError, JobStatus, JobView
 from headrace.core.key_ids import public_key_id
 from headrace.core.tables import attempts as attempt_table
-
-Item = dict[str, dict[str, Any]]
+from headrace.core.tables.attributes import Item as Item  # re-exported: callers import it here
+from headrace.core.tables.attributes import number, text
 
 _JOB_SK = "job"
 
@@ -51,10 +51,6 @@ def presence_key(model: str) -> Item:
 def hash_api_key(api_key: str) -> str:
     # Keys are stored and compared only as hashes; the job's owner is this hash too.
     return hashlib.sha256(api_key.encode()).hexdigest()
-
-
-def _n(value: float | int) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
 @dataclass(frozen=True)
@@ -87,11 +83,8 @@ class JobRecord:
         def num(name: str) -> float | None:
             return float(item[name]["N"]) if name in item else None
 
-        def text(name: str) -> str | None:
-            return str(item[name]["S"]) if name in item else None
-
-        output = text("output")
-        error = text("error")
+        output = text(item, "output")
+        error = text(item, "error")
         status = JobStatus(item["status"]["S"])
         return cls(
             request_id=item["request_id"]["S"],
@@ -104,7 +97,7 @@ class JobRecord:
             updated_at=num("updated_at") or 0.0,
             started_at=num("started_at"),
             finished_at=num("finished_at"),
-            lease_owner=text("lease_owner"),
+            lease_owner=text(item, "lease_owner"),
             epoch=int(num("epoch") or 0),
             redriven=int(num("redriven") or 0),
             output=json.loads(output) if output else None,
@@ -184,11 +177,11 @@ def put_new_job(
         "owner": {"S": owner},
         "model": {"S": model},
         "status": {"S": JobStatus.QUEUED.value},
-        "attempts": _n(0),
+        "attempts": number(0),
         "request": {"S": request.model_dump_json()},
-        "created_at": _n(now),
-        "updated_at": _n(now),
-        "expires_at": _n(int(now) + ttl_seconds),
+        "created_at": number(now),
+        "updated_at": number(now),
+        "expires_at": number(int(now) + ttl_seconds),
     }
     return {
         "TableName": table,
@@ -213,7 +206,7 @@ def fail_queued_job(table: str, request_id: str, *, reason: str, now: float) -> 
             ":failed": {"S": JobStatus.FAILED.value},
             ":queued": {"S": JobStatus.QUEUED.value},
             ":error": {"S": JobError(message=reason, type="enqueue_failed").model_dump_json()},
-            ":now": _n(now),
+            ":now": number(now),
         },
     }
 
@@ -239,8 +232,8 @@ def cancel_queued_job(
             ":queued": {"S": JobStatus.QUEUED.value},
             ":owner": {"S": owner},
             ":output": {"S": json.dumps(output)},
-            ":zero": _n(0),
-            ":now": _n(now),
+            ":zero": number(0),
+            ":now": number(now),
         },
         "ReturnValues": "ALL_NEW",
     }
@@ -261,7 +254,7 @@ def request_cancel(table: str, *, request_id: str, owner: str, now: float) -> di
             ":queued": {"S": JobStatus.QUEUED.value},
             ":running": {"S": JobStatus.RUNNING.value},
             ":owner": {"S": owner},
-            ":now": _n(now),
+            ":now": number(now),
         },
         "ReturnValues": "ALL_NEW",
     }
@@ -270,7 +263,7 @@ def request_cancel(table: str, *, request_id: str, owner: str, now: float) -> di
 def put_api_key(table: str, api_key: str, *, name: str, now: float) -> dict[str, Any]:
     return {
         "TableName": table,
-        "Item": {**api_key_key(api_key), "name": {"S": name}, "created_at": _n(now)},
+        "Item": {**api_key_key(api_key), "name": {"S": name}, "created_at": number(now)},
     }
 
 
@@ -280,11 +273,11 @@ def put_presence(
     item = {
         **presence_key(model),
         "worker_id": {"S": worker_id},
-        "served_until": _n(until),
-        "expires_at": _n(int(until) + 3600),
+        "served_until": number(until),
+        "expires_at": number(int(until) + 3600),
     }
     if context_length is not None:
-        item["context_length"] = _n(context_length)
+        item["context_length"] = number(context_length)
     return {"TableName": table, "Item": item}
 
 

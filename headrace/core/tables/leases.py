@@ -16,13 +16,10 @@ from typing import Any
 
 from headrace.core.contracts import CompletionRequest, JobError, JobMessage, JobStatus
 from headrace.core.tables import attempts
+from headrace.core.tables.attributes import number
 from headrace.core.tables.jobs import Item, JobRecord, job_key
 
 WORKER_LEASE_TTL_S = 24 * 3600  # the record of a dead worker's lease lingers this long
-
-
-def _n(value: float | int) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
 def worker_lease_key(worker_id: str) -> Item:
@@ -34,8 +31,8 @@ def renew_worker_lease(table: str, *, worker_id: str, until: float) -> dict[str,
         "TableName": table,
         "Item": {
             **worker_lease_key(worker_id),
-            "alive_until": _n(until),
-            "expires_at": _n(int(until) + WORKER_LEASE_TTL_S),
+            "alive_until": number(until),
+            "expires_at": number(int(until) + WORKER_LEASE_TTL_S),
         },
     }
 
@@ -56,7 +53,7 @@ def alive_until(item: Item | None) -> float:
 def _epoch_is(epoch: int) -> tuple[str, dict[str, Any]]:
     # Records written before epochs existed have none: they are at epoch 0.
     condition = "epoch = :epoch" if epoch else "(attribute_not_exists(epoch) OR epoch = :epoch)"
-    return condition, {":epoch": _n(epoch)}
+    return condition, {":epoch": number(epoch)}
 
 
 def _as_read(record: JobRecord) -> tuple[str, dict[str, Any]]:
@@ -100,11 +97,11 @@ def claim_recorded_job(
             **log_values,
             ":running": {"S": JobStatus.RUNNING.value},
             ":queued": {"S": JobStatus.QUEUED.value},
-            ":zero": _n(0),
-            ":one": _n(1),
-            ":max": _n(max_attempts),
+            ":zero": number(0),
+            ":one": number(1),
+            ":max": number(max_attempts),
             ":worker": {"S": worker_id},
-            ":now": _n(now),
+            ":now": number(now),
         },
         "ReturnValues": "ALL_NEW",
     }
@@ -146,7 +143,7 @@ def claim_job(
             ":owner": {"S": owner},
             ":model": {"S": model},
             ":request": {"S": request.model_dump_json()},
-            ":ttl": _n(int(now) + ttl_seconds),
+            ":ttl": number(int(now) + ttl_seconds),
         }
     )
     return claim
@@ -163,7 +160,7 @@ def take_over_job(
     update = f"SET #s = :running, lease_owner = :worker, updated_at = :now, epoch = :next, {logged}"
     if attempt:
         update += ", attempts = attempts + :one, started_at = :now"
-        values[":one"] = _n(1)
+        values[":one"] = number(1)
     return {
         "TableName": table,
         "Key": job_key(record.request_id),
@@ -174,8 +171,8 @@ def take_over_job(
             **values,
             ":running": {"S": JobStatus.RUNNING.value},
             ":worker": {"S": worker_id},
-            ":now": _n(now),
-            ":next": _n(record.epoch + 1),
+            ":now": number(now),
+            ":next": number(record.epoch + 1),
         },
         "ReturnValues": "ALL_NEW",
     }
@@ -191,7 +188,7 @@ def count_redrive(table: str, *, record: JobRecord, now: float) -> dict[str, Any
         "UpdateExpression": "SET updated_at = :now ADD redriven :one",
         "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {**values, ":now": _n(now), ":one": _n(1)},
+        "ExpressionAttributeValues": {**values, ":now": number(now), ":one": number(1)},
     }
 
 
@@ -205,13 +202,13 @@ def fail_unrecorded_job(
         "owner": {"S": job.owner},
         "model": {"S": job.model},
         "status": {"S": JobStatus.FAILED.value},
-        "attempts": _n(0),
+        "attempts": number(0),
         "request": {"S": job.request.model_dump_json()},
         "error": {"S": error.model_dump_json()},
-        "created_at": _n(now),
-        "updated_at": _n(now),
-        "finished_at": _n(now),
-        "expires_at": _n(int(now) + ttl_seconds),
+        "created_at": number(now),
+        "updated_at": number(now),
+        "finished_at": number(now),
+        "expires_at": number(int(now) + ttl_seconds),
     }
     return {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
 
@@ -268,8 +265,8 @@ def finish_job(
             **log_values,
             ":final": {"S": status.value},
             ":payload": {"S": payload},
-            ":now": _n(now),
-            ":zero": _n(0),
+            ":now": number(now),
+            ":zero": number(0),
         },
         "ReturnValues": "UPDATED_NEW",
     }
@@ -287,7 +284,7 @@ def release_job(
     update = f"SET #s = :queued, updated_at = :now, {logged}"
     if refund:
         update += ", attempts = attempts - :one"
-        values[":one"] = _n(1)
+        values[":one"] = number(1)
     return {
         "TableName": table,
         "Key": job_key(request_id),
@@ -297,6 +294,6 @@ def release_job(
         "ExpressionAttributeValues": {
             **values,
             ":queued": {"S": JobStatus.QUEUED.value},
-            ":now": _n(now),
+            ":now": number(now),
         },
     }
