@@ -11,13 +11,12 @@ import pytest
 from headrace.dev.moto import MOTO_CREDENTIALS, MOTO_ENV, start_moto_server, stop_process
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
-from tests.e2e import control_support, event_support
 from tests.e2e.support import Api, make_stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a real moto server (a child process) shared by the whole test session.
+    """URL of a real moto server (a child process) shared by the e2e tests (stopped after them).
 
     While it runs, the AWS_* environment holds dummy credentials and us-east-1, so boto3 clients
     made with `endpoint_url=moto_endpoint` need nothing else. Tests share the server: give each
@@ -36,39 +35,19 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stop_process(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """moto + provisioned resources + gateway + one worker, shared by the e2e tests."""
     with make_stack(model_home, tmp_path_factory.mktemp("logs"), workers=1) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
-def control_stack(
-    model_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalStack]:
-    """A stack whose worker learns of cancels every 50 ms and holds two jobs at most
-    (tests/e2e/control_support.py), shared by the cancel and deadline tests."""
-    with control_support.control_stack(model_home, tmp_path_factory.mktemp("control-logs")) as s:
-        yield s
-
-
-@pytest.fixture(scope="session")
-def events_stack(
-    model_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalStack]:
-    """A stack with webhook retries 0.3 s apart and intake redelivery after 2 s
-    (tests/e2e/event_support.py), shared by the event and webhook tests."""
-    with event_support.events_stack(model_home, tmp_path_factory.mktemp("event-logs")) as s:
-        yield s
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(stack: LocalStack) -> Api:
     return Api(stack.base_url, stack.api_key)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def aws(stack: LocalStack) -> Iterator[AwsClients]:
     session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
     clients = AwsClients.create(stack.aws_endpoint_url, session=session)

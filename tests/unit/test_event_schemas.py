@@ -1,6 +1,6 @@
 """events/*.schema.json are current (generated from the event models) and valid JSON Schema.
-(That the events the stack emits validate against them: tests/e2e/test_events_e2e.py and
-tests/e2e/test_webhooks_e2e.py.)"""
+(That the events the stack emits validate against them: tests/e2e/events/test_events_e2e.py and
+tests/e2e/events/test_webhooks_e2e.py.)"""
 
 from __future__ import annotations
 

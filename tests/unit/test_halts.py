@@ -1,6 +1,7 @@
 """A halt in the decoder and the scheduler, with the real engine (the dev model): the item stops
 at its next token, its batch mates go on untouched, and a job waiting for a batch ends at once.
-(Pure pieces: tests/unit/test_job_control.py; over the wire: tests/e2e/test_cancel_e2e.py.)"""
+(Pure pieces: tests/unit/test_job_control.py; over the wire:
+tests/e2e/control/test_cancel_e2e.py.)"""
 
 from __future__ import annotations
 

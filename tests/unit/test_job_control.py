@@ -1,6 +1,7 @@
 """The pure pieces of job control: final and halted states, a halted job's last stream event,
-when a job is due to stop, and the request's timeout. (Over the wire: tests/e2e/
-test_cancel_e2e.py and test_deadlines_e2e.py; in the engine: tests/unit/test_halts.py.)"""
+when a job is due to stop, and the request's timeout. (Over the wire:
+tests/e2e/control/test_cancel_e2e.py and control/test_deadlines_e2e.py; in the engine:
+tests/unit/test_halts.py.)"""
 
 from __future__ import annotations
 

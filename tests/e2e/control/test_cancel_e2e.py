@@ -1,7 +1,8 @@
 """Cancel over the wire: a queued job ends at once and is never decoded; a running one leaves
 its batch within a decode step of its worker learning of it, the rest of the batch untouched;
 a job whose worker died is ended by the next claim; a job has one final state, whatever the
-race. Over HTTP, WebSocket, the client and the CLI. (Deadlines: tests/e2e/test_deadlines_e2e.py.)
+race. Over HTTP, WebSocket, the client and the CLI. (Deadlines:
+tests/e2e/control/test_deadlines_e2e.py.)
 """
 
 from __future__ import annotations

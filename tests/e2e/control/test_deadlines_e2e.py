@@ -1,6 +1,6 @@
 """Deadlines over the wire: `timeout_seconds` validated and defaulted by the API; a job still in
 the queue at its deadline ends TIMED_OUT undecoded (no GPU time); a running one stops like a
-cancel, its partial text kept. (Cancel: tests/e2e/test_cancel_e2e.py.)"""
+cancel, its partial text kept. (Cancel: tests/e2e/control/test_cancel_e2e.py.)"""
 
 from __future__ import annotations
 
