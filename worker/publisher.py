@@ -142,9 +142,11 @@ class StreamPublisher:
                 if bool(self._followers) != counted:
                     counted = not counted
                     self.settings.load.followed += 1 if counted else -1
-                # The first event goes out at once (time to first token); later ones coalesce.
+                # A follower's first event goes out at once (time to first token); later ones
+                # coalesce, and so does every event while nobody follows: a job that ends
+                # unfollowed within one flush interval stores its stream in one write, not two.
                 progress = watch.progress(since=self.tokens_sent)
-                if self.events and not progress.finished:
+                if (self.events or not self._followers) and not progress.finished:
                     await self._pause(watch)
                     progress = watch.progress(since=self.tokens_sent)
                 await self.publish(progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -263,6 +264,34 @@ def test_subscribe_to_a_finished_http_job_replays_everything(api: Api, stack: Lo
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert text_of(events) == stored["text"]
     assert events[-1]["output"]["finished"] is True
+
+
+def test_a_short_job_nobody_follows_stores_its_stream_in_one_event(
+    api: Api, stack: LocalStack
+) -> None:
+    """Unfollowed, a job's events wait for the next unfollowed flush (every 2 s on a clock all
+    jobs share) instead of its first token going out at once: one that ends before that flush
+    stores one event, with all of its text. A job can straddle a flush, so of five short jobs
+    two storing one event is enough (the first event at once would make it none)."""
+
+    async def replay(request_id: str) -> list[Frame]:
+        async with aiohttp.ClientSession() as session:
+            socket = await connect(session, stack)
+            await socket.send({"action": "subscribe", "request_id": request_id, "from_seq": 0})
+            assert (await socket.ack())["status"] == "SUCCEEDED"
+            events = await socket.events(request_id)
+            await socket.ws.close()
+            return events
+
+    single = 0
+    for n in range(5):
+        request_id = api.submit({"prompt": f"Rain {n}", "max_new_tokens": 6, "temperature": 0})
+        stored = api.wait(request_id)["output"]
+        assert stored["num_completion_tokens"] >= 2  # else one event proves nothing
+        events = run(functools.partial(replay, request_id))
+        assert text_of(events) == stored["text"]
+        single += len(events) == 1
+    assert single >= 2
 
 
 def test_subscribing_to_another_keys_job_is_refused(
