@@ -35,7 +35,7 @@ from headrace.dev.moto import (
     free_port,
     parent_death_signal,
     start_moto_server,
-    stop_process,
+    stop_processes,
 )
 from infra.provision import AwsClients, ProvisionedResources, provision, settings_overrides
 from worker.artifacts import upload_model
@@ -121,9 +121,10 @@ class LocalStack:
             raise
 
     def stop(self) -> None:
-        for process in [*self.workers, self._event_sources, self._gateway, self._moto]:
-            if process is not None:
-                stop_process(process, timeout=10)
+        # Workers first (they hand their jobs back through the AWS endpoint), then what serves
+        # the functions, the AWS endpoint last; each group stops at once.
+        for group in ([*self.workers], [self._event_sources, self._gateway], [self._moto]):
+            stop_processes([p for p in group if p is not None], timeout=10)
         self.workers.clear()
         self._worker_slots.clear()
         self._gateway = self._moto = self._event_sources = None
