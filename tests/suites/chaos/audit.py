@@ -88,6 +88,18 @@ def stored_events(aws: AwsClients, table: str, request_id: str) -> list[Frame]:
         query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
+def fetch_stored_events(
+    aws: AwsClients, table: str, request_ids: list[str]
+) -> dict[str, list[Frame]]:
+    """Each job's stored stream events, eight jobs' queries at a time."""
+
+    def one(request_id: str) -> list[Frame]:
+        return stored_events(aws, table, request_id)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(request_ids, pool.map(one, request_ids), strict=True))
+
+
 def _text(events: list[Frame]) -> str:
     return "".join((e.get("output") or {}).get("text", "") for e in events)
 

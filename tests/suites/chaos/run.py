@@ -6,6 +6,7 @@ import argparse
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,15 @@ from tests.suites.stack import aws_clients, run_dir, start_stack
 
 # Left for the audit and the shutdown at the end of the time budget.
 AUDIT_RESERVE_SECONDS = 60.0
-# After the last job ends: time for a resumed zombie's late writes to land before the audit.
-SETTLE_SECONDS = 3.0
+# After the last job ends: time for the followers to read the last events posted before they
+# are stopped, and with a zombie, for its late writes once resumed to land before the audit (a
+# killed worker writes nothing more; a SIGTERMed one hands back what it does not finish).
+SETTLE_SECONDS = 1.0
+ZOMBIE_SETTLE_SECONDS = 3.0
+# A message the redrive moved after its third receive (a killed worker's, mostly) is looked at
+# within seconds, as the short visibility timeout has the rest retried; the default 30 s period
+# would leave the run waiting on the check, not on the workers.
+CHAOS_SETTINGS = {"HEADRACE_DEAD_LETTER_CHECK_SECONDS": "2"}
 
 
 @dataclass
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     specs = build_workload(args.jobs, follow_every=args.follow_every, seed=args.seed)
     model_dir = ensure_dev_model(args.home)
     expected = greedy_expectations(model_dir, {s.greedy_key for s in specs if s.greedy})
-    stack = start_stack(args.home, out, workers=args.workers)
+    stack = start_stack(args.home, out, workers=args.workers, settings=CHAOS_SETTINGS)
     print(f"chaos: stack up in {time.monotonic() - clock.started:.1f}s ({stack.base_url})")
     hub = FollowerHub(stack.ws_url, stack.api_key)
     submitter = Submitter(stack.base_url, stack.api_key, hub, threads=args.threads)
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             [str(s.request_id) for s in submitted],
             give_up=lambda: clock.past(AUDIT_RESERVE_SECONDS) or time.monotonic() > wait_ends,
         )
-        time.sleep(SETTLE_SECONDS)
+        time.sleep(ZOMBIE_SETTLE_SECONDS if args.zombie else SETTLE_SECONDS)
         hub.stop()
         found = _audit(stack, aws, submissions, expected)
         found.refused.update(s.refusal for s in submissions if s.refusal)
@@ -91,12 +99,21 @@ def run(args: argparse.Namespace) -> int:
         hub.stop()
         submitter.close()
         aws.close()
-        stack.stop()
+        _stop(stack)
     doors = Counter[str](s.door for s in specs)
     seconds = max(0.0, found.last_finished_at - began)
     _summary(found, args, chaos, doors=doors, seconds=seconds, followed=len(hub.followed))
     extra = {"faults": log.lines, "followed": [_followed_record(f) for f in hub.followed]}
     return _details(found, args, out=out, extra=extra)
+
+
+def _stop(stack: LocalStack) -> None:
+    """Every live worker told to stop at once (each lets its long poll end and releases what
+    it holds), then the stack, which waits for them in turn."""
+    for worker in stack.workers:
+        if worker.poll() is None:
+            worker.terminate()
+    stack.stop()
 
 
 def _summary(
@@ -140,26 +157,26 @@ def _audit(
     table = stack.resources.table_name
     found = Findings(submitted=sum(1 for s in submissions if s.request_id))
     accepted = {str(s.request_id): s for s in submissions if s.request_id}
-    views = audit.fetch_views(stack.base_url, stack.api_key, list(accepted))
+    # The dead-letter queue is drained meanwhile: it ends on two empty long polls.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dlq = pool.submit(audit.drain_dlq, aws, stack.resources)
+        views = audit.fetch_views(stack.base_url, stack.api_key, list(accepted))
+        stored = audit.fetch_stored_events(aws, table, list(accepted))
     for request_id, submission in accepted.items():
         view = views[request_id]
         if view is None:
             found.lost.append(f"{request_id}: 404 after a 202/ack ({submission.spec.door})")
             continue
         audit.check_job(submission, view, expected, found)
-        audit.check_stored_stream(view, audit.stored_events(aws, table, request_id), found)
+        audit.check_stored_stream(view, stored[request_id], found)
         if submission.followed is not None:
             audit.check_followed(submission.followed, view, found)
-    _audit_dlq(stack, aws, views, found)
+    _audit_dlq(dlq.result(), views, found)
     found.queue_left = audit.messages_in(aws, stack.resources.queue_url)
     return found
 
 
-def _audit_dlq(
-    stack: LocalStack, aws: AwsClients, views: dict[str, object], found: Findings
-) -> None:
-    assert stack.resources is not None
-    bodies = audit.drain_dlq(aws, stack.resources)
+def _audit_dlq(bodies: list[str], views: dict[str, object], found: Findings) -> None:
     found.dlq_messages = len(bodies)
     for body in bodies:
         request_id = audit.dlq_request_id(body)

@@ -111,7 +111,7 @@ def wait_until_final(
                     pending.discard(request_id)
                     last_final = time.monotonic()
         if pending:
-            time.sleep(1.0)
+            time.sleep(0.25)
     return pending, last_final
 
 

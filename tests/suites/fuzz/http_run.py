@@ -163,4 +163,4 @@ class HttpFuzzer:
                 for request_id, case in pending.items():
                     self.tally.failed_jobs.append(f"{case}: job {request_id} not final after wait")
                 return
-            time.sleep(1.0)
+            time.sleep(0.25)
