@@ -56,11 +56,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hf", action="store_true", help="also run transformers (first run)")
     parser.add_argument("--hf-python", default=sys.executable, help="python with torch")
     parser.add_argument("--no-probes", action="store_true", help="skip the scheduling probes")
+    parser.add_argument(
+        "--probe-tries", type=int, default=3, help="tries of each idle-worker probe (default 3)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu.sh)")
     parser.add_argument(
         "--explore", action="store_true", help="try more engine strategies in the first run"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.probe_tries < 1:
+        parser.error("--probe-tries must be at least 1")
+    return args
 
 
 def best(summaries: list[Summary]) -> Summary:
@@ -203,7 +209,8 @@ def worker_runs(
                 )
             if mode == "headrace" and run == 0 and not setup.args.no_probes:
                 for job, seconds in zip(setup.idle_jobs, prefill, strict=True):
-                    idle = probes.idle_probe(stack, running, model, job, seconds)
+                    tries = setup.args.probe_tries
+                    idle = probes.idle_probe(stack, running, model, job, seconds, tries)
                     collected.probe_lines.append(idle.line())
                 short = probes.short_probe(stack, running, model, setup.long_job, setup.short_job)
                 collected.probe_lines.append(short.line())

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -27,8 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A stopped worker's long poll lives on in the AWS endpoint until its wait ends, and takes the
 # next phase's messages (they come back only after the visibility timeout). A short wait, and
-# a pause after each worker stops, keep the phases apart.
+# a pause between a worker's stop and the next worker's first job, keep the phases apart.
 RECEIVE_WAIT_S = 2
+STALE_POLL_S = RECEIVE_WAIT_S + 0.5
+
+# When each stack's last worker stopped: the next worker's first job waits out the stale poll
+# (its start-up counts towards it); after the last phase nothing waits.
+_last_stop: weakref.WeakKeyDictionary[LocalStack, float] = weakref.WeakKeyDictionary()
 
 # What each worker phase sets on top of the stack's settings.
 WORKER_MODES: dict[str, dict[str, str]] = {
@@ -151,12 +157,14 @@ def worker(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker was not ready in {timeout:g}s: {log.path}")
             time.sleep(0.1)
+        if stack in _last_stop:
+            time.sleep(max(0.0, _last_stop[stack] + STALE_POLL_S - time.monotonic()))
         warm_up = Job(-1, "warm up", 3, 4)
         asyncio.run(run_jobs(stack.base_url, stack.api_key, model, [warm_up], log))
         yield Worker(process, log)
     finally:
         stop_process(process, timeout=30)
-        time.sleep(RECEIVE_WAIT_S + 0.5)
+        _last_stop[stack] = time.monotonic()
 
 
 def cpu_snapshot(worker_pid: int) -> dict[str, float]:

@@ -1,36 +1,101 @@
-"""The benchmark harness runs end to end (tiny model, 8 jobs); never a timed assertion."""
+"""The benchmark harnesses run end to end (tiny models, a few jobs); never a timed assertion.
+
+The module's benchmarks start together, each in its own process with its own stack and home:
+most of a run is waiting (a stack starting, a worker loading, a probe's pause), so on two cores
+they overlap. Each test waits for its own run and reads what it printed and wrote."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.dev_process import make_dev_home
+
 ROOT = Path(__file__).resolve().parents[2]
+
+# `python -m ARGS --out OUT` of each test, by its name; a run's stack lives in OUT/home.
+RUNS: dict[str, str] = {
+    "test_quick_benchmark_prints_the_table_and_the_ratios": "bench --quick --probe-tries 1",
+    "test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times": (
+        "bench.streaming --quick --jobs 4 --rounds 1"
+    ),
+    "test_lanes_benchmark_measures_all_three_probes": (
+        "bench.lanes --quick --backlog 16 --runs 1 --probes 1"
+    ),
+    "test_quick_cancel_benchmark_prints_the_delays_and_the_baseline": "bench.cancel --quick",
+}
+
+
+@dataclass
+class BenchRun:
+    """One benchmark's process; what it prints goes to two files beside its --out."""
+
+    process: subprocess.Popen[bytes]
+    out: Path
+
+    @classmethod
+    def start(cls, args: list[str], out: Path) -> BenchRun:
+        with (
+            (out.parent / "stdout").open("wb") as stdout,
+            (out.parent / "stderr").open("wb") as stderr,
+        ):
+            process = subprocess.Popen(
+                [sys.executable, "-m", *args, "--out", str(out)],
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        return cls(process, out)
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        code = self.process.wait(timeout)
+        printed, errors = ((self.out.parent / name).read_text() for name in ("stdout", "stderr"))
+        return subprocess.CompletedProcess(self.process.args, code, printed, errors)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # its stack's processes die with it
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def bench_runs(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    dev_model_dir: Path,
+) -> Iterator[dict[str, BenchRun]]:
+    """The benchmarks of this module's selected tests, all started at once."""
+    selected = {item.name for item in request.session.items if item.path == request.path}
+    runs: dict[str, BenchRun] = {}
+    try:
+        for name, args in RUNS.items():
+            if name in selected:
+                out = tmp_path_factory.mktemp("bench") / "out"
+                # A home of its own with the session's dev model: no run builds it, and no
+                # two stacks write one home's API key file at once.
+                make_dev_home(out / "home", dev_model_dir)
+                runs[name] = BenchRun.start(args.split(), out)
+        yield runs
+    finally:
+        for run in runs.values():
+            run.stop()
+
+
+@pytest.fixture
+def bench(request: pytest.FixtureRequest, bench_runs: dict[str, BenchRun]) -> BenchRun:
+    return bench_runs[request.node.name]
 
 
 @pytest.mark.timeout(300)
-def test_quick_benchmark_prints_the_table_and_the_ratios(tmp_path: Path, model_home: Path) -> None:
-    # model_home already holds (or will hold) the dev model the stack uploads.
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--home",
-            str(model_home),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+def test_quick_benchmark_prints_the_table_and_the_ratios(bench: BenchRun) -> None:
+    completed = bench.wait(timeout=280)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     out = completed.stdout
     header = "| system | tokens/s | jobs/s | TTFT p50 | TTFT p95 | latency p50 | latency p95 |"
@@ -41,7 +106,7 @@ def test_quick_benchmark_prints_the_table_and_the_ratios(tmp_path: Path, model_h
     assert "headrace/naive = " in out
     assert "(a) idle worker" in out and "(b) short job" in out
 
-    (results_file,) = tmp_path.glob("runs/*/results.json")
+    (results_file,) = bench.out.glob("runs/*/results.json")
     results = json.loads(results_file.read_text())
     for system in ("engine limit", "headrace", "naive worker"):
         assert results["table"][system]["tokens_per_s"] > 0
@@ -51,27 +116,8 @@ def test_quick_benchmark_prints_the_table_and_the_ratios(tmp_path: Path, model_h
 
 
 @pytest.mark.timeout(300)
-def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
-    tmp_path: Path,
-) -> None:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.streaming",
-            "--quick",
-            "--jobs",
-            "4",
-            "--rounds",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(bench: BenchRun) -> None:
+    completed = bench.wait(timeout=280)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "streamed/unstreamed throughput = " in completed.stdout
     assert "time to first token on the socket: p50 " in completed.stdout
@@ -79,29 +125,16 @@ def test_quick_streaming_benchmark_prints_the_ratio_and_first_token_times(
 
 
 @pytest.mark.timeout(300)
-def test_lanes_benchmark_measures_all_three_probes(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.lanes", "--quick", "--backlog", "16", "--runs", "1"]
-    completed = subprocess.run(
-        [*command, "--probes", "1", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+def test_lanes_benchmark_measures_all_three_probes(bench: BenchRun) -> None:
+    completed = bench.wait(timeout=280)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     for line in ("idle worker", "behind 16 batch jobs", "in the batch lane (FIFO)"):
         assert line in completed.stdout
 
 
 @pytest.mark.timeout(300)
-def test_quick_cancel_benchmark_prints_the_delays_and_the_baseline(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.cancel", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+def test_quick_cancel_benchmark_prints_the_delays_and_the_baseline(bench: BenchRun) -> None:
+    completed = bench.wait(timeout=280)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     out = completed.stdout
     assert "3 of 3 jobs cancelled while decoding" in out

@@ -98,34 +98,34 @@ def result_lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_submit_40_prompts_then_rerun_submits_nothing(env: dict[str, str], tmp_path: Path) -> None:
+def test_submit_20_prompts_then_rerun_submits_nothing(env: dict[str, str], tmp_path: Path) -> None:
     prompts, results = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"
-    write_prompts(prompts, 40)
+    write_prompts(prompts, 20)  # more than --concurrency: the submitter refills its slots
     args = ("submit", "--input", str(prompts), "--output", str(results), "--temperature", "0")
     done = headrace(*args, "--concurrency", "16", env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "40 submitted, 0 already done: 40 succeeded, 0 failed" in done.stderr
+    assert "20 submitted, 0 already done: 20 succeeded, 0 failed" in done.stderr
     assert "tokens/s" in done.stderr  # the progress line
     records = result_lines(results)
-    assert len(records) == 40
+    assert len(records) == 20
     ids = {json.dumps(r["id"]) for r in records}
-    assert ids == {json.dumps(f"p-{i}" if i % 2 else i + 1) for i in range(40)}
+    assert ids == {json.dumps(f"p-{i}" if i % 2 else i + 1) for i in range(20)}
     assert all(r["status"] == "SUCCEEDED" and r["request_id"] for r in records)
     assert all(isinstance(r["output"], dict) and r["output"]["text"] for r in records)
 
     again = headrace(*args, env=env)
     assert again.returncode == 0, again.stderr
-    assert "0 submitted, 40 already done" in again.stderr
-    assert len(result_lines(results)) == 40
+    assert "0 submitted, 20 already done" in again.stderr
+    assert len(result_lines(results)) == 20
 
-    # An interrupted run: 30 whole lines and a torn one. The re-run does the other 10.
-    kept = results.read_text().splitlines(keepends=True)[:30]
+    # An interrupted run: 15 whole lines and a torn one. The re-run does the other 5.
+    kept = results.read_text().splitlines(keepends=True)[:15]
     results.write_text("".join(kept) + '{"id": 7, "request_')
     resumed = headrace(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert "10 submitted, 30 already done: 10 succeeded" in resumed.stderr
+    assert "5 submitted, 15 already done: 5 succeeded" in resumed.stderr
     records = result_lines(results)
-    assert len(records) == 40 and len({json.dumps(r["id"]) for r in records}) == 40
+    assert len(records) == 20 and len({json.dumps(r["id"]) for r in records}) == 20
 
 
 def test_submit_records_rejected_lines_as_failed(env: dict[str, str], tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_ctrl_c_leaves_whole_lines_and_a_rerun_finishes(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     prompts, results = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"
-    lines = [json.dumps({"prompt": f"Long job {i}", "max_new_tokens": 48}) for i in range(40)]
+    lines = [json.dumps({"prompt": f"Long job {i}", "max_new_tokens": 48}) for i in range(12)]
     prompts.write_text("\n".join(lines) + "\n")
     args = ["submit", "--input", str(prompts), "--output", str(results)]
     command = [sys.executable, "-m", "headrace.cli.main", *args, "--concurrency", "2"]
@@ -167,11 +167,11 @@ def test_ctrl_c_leaves_whole_lines_and_a_rerun_finishes(
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "re-run the same command" in stderr
     partial = result_lines(results)
-    assert 3 <= len(partial) < 40
+    assert 3 <= len(partial) < 12
     rerun = headrace(*args, "--concurrency", "16", env=env)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{40 - len(partial)} submitted, {len(partial)} already done" in rerun.stderr
-    assert len(result_lines(results)) == 40
+    assert f"{12 - len(partial)} submitted, {len(partial)} already done" in rerun.stderr
+    assert len(result_lines(results)) == 12
 
 
 def results_count(path: Path) -> int:

@@ -28,7 +28,10 @@ from tests.e2e.dev_process import (
 )
 from tests.e2e.support import log_lines
 
-SCALE_IN_AFTER = 10
+# Seconds of an empty queue before a scale-in. The killed worker's replacement must start
+# within them (after the autoscaler's 1 s hold for a worker that died young), or the rule no
+# longer wants a worker: 5 s leave that margin on a busy machine.
+SCALE_IN_AFTER = 5
 
 
 @pytest.fixture
