@@ -23,8 +23,11 @@ lint: $(INSTALLED)
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/lint-imports
 
+# Test files run on TEST_PROCESSES processes, each file's tests on one (they share its stacks).
+TEST_PROCESSES ?= 2
+
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The tests that start no process and open no port (tests/unit).
 test-fast: $(INSTALLED)
