@@ -247,20 +247,22 @@ def test_subscribing_to_a_running_http_job_gets_the_rest_live(
     assert [s["attached_by"]["S"] for s in subscriptions] != [stream_table.HANDLER_ATTACHMENT]
 
 
+async def replay(stack: LocalStack, request_id: str) -> list[Frame]:
+    """Every event of a job that SUCCEEDED, subscribed to from seq 0."""
+    async with aiohttp.ClientSession() as session:
+        socket = await connect(session, stack)
+        await socket.send({"action": "subscribe", "request_id": request_id, "from_seq": 0})
+        assert (await socket.ack())["status"] == "SUCCEEDED"
+        events = await socket.events(request_id)
+        await socket.ws.close()
+        return events
+
+
 def test_subscribe_to_a_finished_http_job_replays_everything(api: Api, stack: LocalStack) -> None:
     request_id = api.submit({"prompt": "Water", "max_new_tokens": 30, "temperature": 0})
     stored = api.wait(request_id)["output"]
 
-    async def replay() -> list[Frame]:
-        async with aiohttp.ClientSession() as session:
-            socket = await connect(session, stack)
-            await socket.send({"action": "subscribe", "request_id": request_id, "from_seq": 0})
-            assert (await socket.ack())["status"] == "SUCCEEDED"
-            events = await socket.events(request_id)
-            await socket.ws.close()
-            return events
-
-    events = run(replay)
+    events = run(functools.partial(replay, stack, request_id))
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert text_of(events) == stored["text"]
     assert events[-1]["output"]["finished"] is True
@@ -274,21 +276,12 @@ def test_a_short_job_nobody_follows_stores_its_stream_in_one_event(
     stores one event, with all of its text. A job can straddle a flush, so of five short jobs
     two storing one event is enough (the first event at once would make it none)."""
 
-    async def replay(request_id: str) -> list[Frame]:
-        async with aiohttp.ClientSession() as session:
-            socket = await connect(session, stack)
-            await socket.send({"action": "subscribe", "request_id": request_id, "from_seq": 0})
-            assert (await socket.ack())["status"] == "SUCCEEDED"
-            events = await socket.events(request_id)
-            await socket.ws.close()
-            return events
-
     single = 0
     for n in range(5):
         request_id = api.submit({"prompt": f"Rain {n}", "max_new_tokens": 6, "temperature": 0})
         stored = api.wait(request_id)["output"]
         assert stored["num_completion_tokens"] >= 2  # else one event proves nothing
-        events = run(functools.partial(replay, request_id))
+        events = run(functools.partial(replay, stack, request_id))
         assert text_of(events) == stored["text"]
         single += len(events) == 1
     assert single >= 2

@@ -11,7 +11,6 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from tests.e2e.control_support import (
     wait_streaming,
 )
 from tests.e2e.lease_support import (
-    aws_clients,
     messages_left,
     record_job,
     send,
@@ -50,23 +48,6 @@ from tests.e2e.support import Api, log_lines
 from tests.e2e.test_cli_client import env_for, headrace
 
 MATE = {"prompt": "The mill", "max_new_tokens": 1500, "temperature": 0}
-
-
-@pytest.fixture(scope="module")
-def stack(control_stack: LocalStack) -> LocalStack:
-    return control_stack
-
-
-@pytest.fixture(scope="module")
-def api(stack: LocalStack) -> Api:
-    return Api(stack.base_url, stack.api_key)
-
-
-@pytest.fixture(scope="module")
-def aws(stack: LocalStack) -> Iterator[AwsClients]:
-    clients = aws_clients(stack)
-    yield clients
-    clients.close()
 
 
 def batches(stack: LocalStack) -> list[list[str]]:

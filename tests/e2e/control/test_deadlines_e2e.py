@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,10 @@ from tests.e2e.control_support import (
     wait_final,
     wait_streaming,
 )
-from tests.e2e.lease_support import aws_clients, greedy_text, messages_left, wait_until
+from tests.e2e.lease_support import greedy_text, messages_left, wait_until
 from tests.e2e.support import Api
 
 ASYNC = "/v1/llm/completions-async?model_endpoint_name=headrace-tiny"
-
-
-@pytest.fixture(scope="module")
-def api(control_stack: LocalStack) -> Api:
-    return Api(control_stack.base_url, control_stack.api_key)
-
-
-@pytest.fixture(scope="module")
-def aws(control_stack: LocalStack) -> Iterator[AwsClients]:
-    clients = aws_clients(control_stack)
-    yield clients
-    clients.close()
 
 
 def seconds(iso: str) -> float:
