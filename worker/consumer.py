@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from headrace.core.contracts import JobMessage
+from headrace.core.contracts import CompletionOutput, JobMessage, JobStatus
 from headrace.core.errors import HeadraceError
 from headrace.core.logs import request_context
 from headrace.core.settings import Settings
@@ -32,7 +32,7 @@ from worker.intake import Intake
 from worker.job_queue import JobQueue
 from worker.lanes import LaneQueues
 from worker.leases import Leases
-from worker.lifecycle import JobLifecycle, LeaseLost, NotClaimed, ToEnd
+from worker.lifecycle import JobLifecycle, LeaseLost, NotClaimed, Stored, ToEnd
 from worker.presence import Presence
 from worker.progress import ProgressSignal, Watch
 from worker.publisher import Post, StreamPublisher
@@ -272,7 +272,9 @@ class QueueConsumer:
                 await self.endings.decode_failed(record, receipt, publisher, e)
                 return
             try:
-                await following  # the last event is stored and posted before the job is final
+                # The last event is stored and posted before the job is final, or, nobody
+                # following, held to be stored with it (_store_result).
+                await following
             except LeaseLost:
                 raise
             except HeadraceError as e:
@@ -310,10 +312,9 @@ class QueueConsumer:
         """Store the result (partial if it stopped early), delete the message, deliver to late
         subscribers."""
         output = decoded.output
-        if halt.stopped is not None:
-            stored = await self.lifecycle.halt(record, halt.stopped, output)
-        else:
-            stored = await self.lifecycle.succeed(record, output)
+        stored = await self._store_result(
+            record, output, halt.stopped, publisher, decoded.first_token_at
+        )
         if stored is None:
             # Another worker owns the job now: its result stands.
             raise LeaseLost("lease lost before the result was stored; discarding this result")
@@ -334,6 +335,34 @@ class QueueConsumer:
             },
         )
         await publisher.sweep(stored.subscriptions)
+
+    async def _store_result(
+        self,
+        record: JobRecord,
+        output: CompletionOutput,
+        halted: JobStatus | None,
+        publisher: StreamPublisher,
+        first_token_at: float | None,
+    ) -> Stored | None:
+        """The stream's held last flush and the result in one transaction where it can be,
+        else the flush and then the result (None: the lease was lost)."""
+        tail = publisher.last_flush()
+        if tail is not None:
+            stored = await self.lifecycle.finish_with_stream(
+                record, output, halted, tail, first_token_at
+            )
+            if stored is not None:
+                publisher.last_flush_stored()
+                return stored
+        try:
+            await publisher.store_last_flush()
+        except LeaseLost:
+            raise
+        except HeadraceError as e:
+            logger.warning("streaming failed; the result is stored all the same: %s", e.detail)
+        if halted is not None:
+            return await self.lifecycle.halt(record, halted, output, first_token_at)
+        return await self.lifecycle.succeed(record, output, first_token_at)
 
     async def _hand_back(self, record: JobRecord, receipt: str) -> None:
         """Back to QUEUED, message visible at once: another worker (or this one) tries again."""

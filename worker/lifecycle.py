@@ -19,7 +19,7 @@ from typing import Any
 
 from headrace.core.aws_calls import AwsCall, call_aws_async
 from headrace.core.contracts import CompletionOutput, JobError, JobMessage, JobStatus
-from headrace.core.errors import ConditionFailed, HeadraceError
+from headrace.core.errors import ConditionFailed, HeadraceError, TransientError
 from headrace.core.settings import Settings
 from headrace.core.tables import attempts as attempt_table
 from headrace.core.tables import jobs as job_table
@@ -59,6 +59,14 @@ class Stored:
     """A final state stored; the job's subscription count as that final write left it."""
 
     subscriptions: int | None
+
+
+@dataclass(frozen=True)
+class StreamTail:
+    """A stream's last flush, not committed yet, to be stored with the job's final state."""
+
+    actions: list[dict[str, Any]]  # TransactWriteItems actions: the head's commit, the chunks
+    subscriptions: int  # the job's subscription count the stream has seen and served
 
 
 class JobLifecycle:
@@ -198,21 +206,62 @@ class JobLifecycle:
 
     # ---- ending -----------------------------------------------------------------------------
 
-    async def succeed(self, record: JobRecord, output: CompletionOutput) -> Stored | None:
+    async def succeed(
+        self, record: JobRecord, output: CompletionOutput, first_token_at: float | None = None
+    ) -> Stored | None:
         """The result stored and the job SUCCEEDED; None if the lease was lost (the worker
         that owns the job now stores its own result)."""
-        return await self._finish(record, output=output.to_wire())
+        return await self._finish(record, output=output.to_wire(), first_token_at=first_token_at)
 
     async def halt(
-        self, record: JobRecord, status: JobStatus, output: CompletionOutput
+        self,
+        record: JobRecord,
+        status: JobStatus,
+        output: CompletionOutput,
+        first_token_at: float | None = None,
     ) -> Stored | None:
         """The job stopped early, CANCELLED or TIMED_OUT (`status`) with its partial output;
         None if the lease was lost."""
-        return await self._finish(record, output=output.to_wire(), halted=status)
+        return await self._finish(
+            record, output=output.to_wire(), halted=status, first_token_at=first_token_at
+        )
 
     async def fail(self, record: JobRecord, error: JobError) -> Stored | None:
         """The job FAILED for good; None if the lease was lost."""
         return await self._finish(record, error=error)
+
+    async def finish_with_stream(
+        self,
+        record: JobRecord,
+        output: CompletionOutput,
+        halted: JobStatus | None,
+        tail: StreamTail,
+        first_token_at: float | None = None,
+    ) -> Stored | None:
+        """The stream's last flush and the final state (SUCCEEDED, or `halted`) in one
+        transaction: one call where the flush and the result took two. None if it did not go
+        through (the lease was lost, someone subscribed meanwhile, another write raced it):
+        the caller then stores them the ordinary way, which tells those cases apart."""
+        final = lease_table.finish_job(
+            self.table,
+            request_id=record.request_id,
+            worker_id=self.worker_id,
+            epoch=record.epoch,
+            now=self.clock(),
+            output=output.to_wire(),
+            halted=halted,
+            subscriptions=tail.subscriptions,
+            first_token_at=first_token_at,
+        )
+        del final["ReturnValues"]  # a transaction returns no attributes
+        try:
+            await self.aws(
+                self.dynamodb.transact_write_items,
+                TransactItems=[*tail.actions, {"Update": final}],
+            )
+        except (ConditionFailed, TransientError):
+            return None
+        return Stored(subscriptions=tail.subscriptions)
 
     async def _finish(self, record: JobRecord, **final: Any) -> Stored | None:
         answer = await self._write(

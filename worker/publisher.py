@@ -20,21 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.core.aws_calls import AwsCall
-from headrace.core.contracts import StreamEvent, StreamOutput, TokenOutput
-from headrace.core.control import halt_error
+from headrace.core.contracts import StreamEvent
 from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
+from headrace.core.tables.jobs import Item
+from worker.lifecycle import StreamTail
 from worker.progress import Progress, Watch
+from worker.stream_events import NewEvents, coalesced_events, events_per_token
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
 
 # How much a follower may be sent again after a worker loss: a write per follower this often.
 _RECORD_DELIVERED_SECONDS = 2.0
-
-# WebSocket messages are limited to 128 KB. A delta of 16,384 characters stays under 64 KB of
-# JSON even when every character takes 4 bytes.
-MAX_DELTA_CHARS = 16_384
 
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
 
@@ -102,6 +100,8 @@ class StreamPublisher:
     _finished: bool = False
     # events[i] as posted, serialized once for all of its followers
     _encoded: list[bytes] = field(default_factory=list)
+    # The last flush of a job nobody follows, numbered but not committed (`last_flush`).
+    _held_last: list[Item] | None = None
 
     @property
     def next_seq(self) -> int:
@@ -177,86 +177,20 @@ class StreamPublisher:
     async def publish(self, progress: Progress) -> None:
         if self._finished:
             return
-        new = (
-            self._event_per_token(progress)
-            if self.event_per_token
-            else self._coalesced_events(progress)
+        cut = events_per_token if self.event_per_token else coalesced_events
+        new, self.text_sent, self.tokens_sent = cut(
+            self.request_id, progress, self.text_sent, self.tokens_sent
         )
+        if new and progress.finished and not self._followers and not self._new_subscriptions:
+            # Nobody to post to: the last flush waits to be stored with the job's final state.
+            self._held_last = self._numbered(new)
+            self._finished = True
+            return
         if new:
             await self._store(new)
         # Subscribers that arrive from here until the job is final are found by `sweep`.
         await self._deliver(refresh=self._new_subscriptions)
         self._finished = progress.finished
-
-    def _event_per_token(self, progress: Progress) -> list[tuple[StreamEvent, list[int]]]:
-        text, num_tokens, finished = progress.text, progress.num_tokens, progress.finished
-        new: list[tuple[StreamEvent, list[int]]] = []
-        for index in range(self.tokens_sent, num_tokens):
-            at = index - progress.since
-            last = finished and index == num_tokens - 1
-            end = len(text) if last else progress.visible_after[at]
-            delta = text[self.text_sent : max(self.text_sent, end)]
-            token = progress.tokens[at] if at < len(progress.tokens) else None
-            new.append(
-                self._event(delta, index + 1, last, progress, token, [progress.token_ids[at]])
-            )
-            self.text_sent += len(delta)
-        self.tokens_sent = num_tokens
-        if finished and not new:
-            new.append(self._event(text[self.text_sent :], num_tokens, True, progress, None, []))
-            self.text_sent = len(text)
-        return new
-
-    def _coalesced_events(self, progress: Progress) -> list[tuple[StreamEvent, list[int]]]:
-        text, num_tokens, finished = progress.text, progress.num_tokens, progress.finished
-        new: list[tuple[StreamEvent, list[int]]] = []
-        delta = text[self.text_sent :]
-        ids = list(progress.token_ids[self.tokens_sent - progress.since :])
-        if not delta and not finished and not ids:
-            return new
-        pieces = [delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)]
-        pieces = pieces or [""]
-        for i, piece in enumerate(pieces):
-            last_piece = i == len(pieces) - 1
-            new.append(
-                self._event(
-                    piece,
-                    num_tokens,
-                    finished and last_piece,
-                    progress,
-                    None,
-                    ids if last_piece else [],
-                )
-            )
-        self.text_sent = len(text)
-        self.tokens_sent = num_tokens
-        return new
-
-    def _event(
-        self,
-        delta: str,
-        num_tokens: int,
-        finished: bool,
-        progress: Progress,
-        token: TokenOutput | None,
-        token_ids: list[int],
-    ) -> tuple[StreamEvent, list[int]]:
-        # A job stopped early says why in its last event (headrace.core.control).
-        halted = progress.halted if finished else None
-        return (
-            StreamEvent(
-                request_id=self.request_id,
-                output=StreamOutput(
-                    text=delta,
-                    finished=finished,
-                    num_prompt_tokens=progress.num_prompt_tokens if finished else None,
-                    num_completion_tokens=num_tokens,
-                    token=token,
-                ),
-                error=halt_error(halted) if halted else None,
-            ),
-            token_ids,
-        )
 
     async def catch_up(self) -> None:
         """Deliver every stored event to every subscriber (a job ended by an earlier attempt's
@@ -277,7 +211,38 @@ class StreamPublisher:
 
     # ---- storing ----------------------------------------------------------------------------
 
-    async def _store(self, new: list[tuple[StreamEvent, list[int]]]) -> None:
+    def last_flush(self) -> StreamTail | None:
+        """The held last flush, for the transaction that stores the job's final state (then
+        `last_flush_stored`); None if none is held or it is too big for one transaction."""
+        if self._held_last is None:
+            return None
+        actions = self.fence.last_flush(self._held_last)
+        if actions is None:
+            return None
+        return StreamTail(actions, subscriptions=self._subscriptions_seen)
+
+    def last_flush_stored(self) -> None:
+        if self._held_last is not None:
+            self.fence.advance(len(self._held_last))
+            self._held_last = None
+
+    async def store_last_flush(self) -> None:
+        """Commit, store and deliver the held last flush on its own, before the final state is
+        written alone (the transaction did not go through, or was not possible)."""
+        if self._held_last is None:
+            return
+        items, self._held_last = self._held_last, None
+        await self.fence.commit(items)
+        await self.writer.put(items)
+        await self._deliver(refresh=self._new_subscriptions)
+
+    async def _store(self, new: NewEvents) -> None:
+        items = self._numbered(new)
+        await self.fence.commit(items)
+        await self.writer.put(items)
+
+    def _numbered(self, new: NewEvents) -> list[Item]:
+        """The new events numbered, appended to the stream, as chunk items."""
         items = []
         for event, token_ids in new:
             event.seq = self.next_seq
@@ -291,8 +256,7 @@ class StreamPublisher:
                 epoch=self.fence.epoch,
             )["Item"]
             items.append(item)
-        await self.fence.commit(items)
-        await self.writer.put(items)
+        return items
 
     # ---- delivering -------------------------------------------------------------------------
 

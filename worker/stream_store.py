@@ -39,6 +39,8 @@ logger = logging.getLogger("headrace.stream")
 
 BATCH_WRITE_LIMIT = 25
 BATCH_GET_LIMIT = 100
+# Actions in one TransactWriteItems; a last flush leaves room for the head and the job.
+TRANSACTION_LIMIT = 100
 _WRITE_ATTEMPTS = 5
 # A commit carries its chunks in the head item, which DynamoDB limits to 400 KB: a flush bigger
 # than this is committed in parts.
@@ -95,6 +97,24 @@ class StreamFence:
                 if not await self._went_through(len(part)):
                     raise LeaseLost("the stream was taken over by a later attempt") from None
             self.committed = (self.committed or 0) + len(part)
+
+    def last_flush(self, items: list[Item]) -> list[dict[str, Any]] | None:
+        """The commit of a stream's last flush as transaction actions (stored with the job's
+        final state, then `advance`d past); None if it needs more than one transaction."""
+        if len(items) > TRANSACTION_LIMIT - 2 or len(_parts(items)) > 1:
+            return None
+        return stream_table.commit_last_flush(
+            self.table,
+            request_id=self.request_id,
+            epoch=self.epoch,
+            from_seq=self.committed,
+            items=items,
+            expires_at=self.expires_at,
+        )
+
+    def advance(self, count: int) -> None:
+        """`count` more seqs were committed (by the transaction `last_flush` was part of)."""
+        self.committed = (self.committed or 0) + count
 
     async def _went_through(self, count: int) -> bool:
         """A retried commit whose first try was stored finds its own write: it stands."""

@@ -87,6 +87,9 @@ def translate_client_error(error: ClientError) -> HeadraceError:
         reasons = error.response.get("CancellationReasons") or []
         if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
             return ConditionFailed(message)
+        # Another write to one of its items was in flight: AWS's advice is to try again.
+        if any(r.get("Code") == "TransactionConflict" for r in reasons):
+            return TransientError(f"{code}: {message}")
     if code in _THROTTLING_CODES:
         return Throttled(message)
     if code in _MISSING_CODES:

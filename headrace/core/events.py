@@ -81,7 +81,8 @@ class Timings(BaseModel):
     queued_at: str = Field(description="When the job was submitted")
     started_at: str | None = Field(default=None, description="When a worker last claimed it")
     first_token_at: str | None = Field(
-        default=None, description="When its first token was stored (to the second on AWS)"
+        default=None,
+        description="When its first token came (the decoder's or the stream's time)",
     )
     finished_at: str | None = None
 

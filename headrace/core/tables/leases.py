@@ -232,14 +232,22 @@ def finish_job(
     output: dict[str, Any] | None = None,
     error: JobError | None = None,
     halted: JobStatus | None = None,
+    subscriptions: int | None = None,
+    first_token_at: float | None = None,
 ) -> dict[str, Any]:
     """RUNNING (leased to worker_id in `epoch`) -> SUCCEEDED with output, FAILED with error, or
     `halted` (CANCELLED or TIMED_OUT) with the partial output.
 
     Returns the job's `subscriptions` as of the write (UPDATED_NEW), so the worker knows
-    whether someone subscribed after it last looked.
+    whether someone subscribed after it last looked. `subscriptions` given: only if the count
+    is still that (inside a transaction, which returns nothing, the condition says it).
+    `first_token_at`: when the decoder gave the first token, kept unless the stream's first
+    write already noted it (headrace.api.job_events).
     """
     condition, values = _leased_by(worker_id, epoch)
+    if subscriptions is not None:
+        condition += " AND (attribute_not_exists(subscriptions) OR subscriptions = :seen)"
+        values[":seen"] = number(subscriptions)
     if output is not None:
         status = halted or JobStatus.SUCCEEDED
         field, payload = "output", json.dumps(output)
@@ -250,12 +258,16 @@ def finish_job(
     logged, log_values = attempts.log_end(
         epoch, now, status.value, error.message if error is not None else None
     )
+    first = ""
+    if first_token_at is not None:
+        first = " first_token_at = if_not_exists(first_token_at, :first),"
+        values[":first"] = {"N": repr(first_token_at)}
     return {
         "TableName": table,
         "Key": job_key(request_id),
         "UpdateExpression": (
             "SET #s = :final, #f = :payload, finished_at = :now, updated_at = :now,"
-            f" subscriptions = if_not_exists(subscriptions, :zero), {logged}"
+            f" subscriptions = if_not_exists(subscriptions, :zero),{first} {logged}"
             " REMOVE lease_owner"
         ),
         "ConditionExpression": condition,
