@@ -19,12 +19,13 @@ from typing import Any
 
 from headrace.core.aws_calls import AwsCall, call_aws_async
 from headrace.core.contracts import CompletionOutput, JobError, JobMessage, JobStatus
-from headrace.core.errors import ConditionFailed, HeadraceError, TransientError
+from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.settings import Settings
 from headrace.core.tables import attempts as attempt_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import leases as lease_table
 from headrace.core.tables.jobs import JobRecord
+from worker.transactions import TransactionGroups, UpdateGroups
 
 logger = logging.getLogger("headrace.worker")
 
@@ -86,6 +87,10 @@ class JobLifecycle:
         self.worker_id = worker_id
         self.clock = clock
         self.aws = aws
+        # Jobs received together are claimed in one transaction (and one read of what it
+        # left), and jobs that end together store their final transactions in one call.
+        self.claims = UpdateGroups(dynamodb=dynamodb, aws=aws)
+        self.transactions = TransactionGroups(dynamodb=dynamodb, aws=aws)
         self._mine: set[str] = set()  # jobs this worker claimed and has not let go of yet
 
     # ---- claiming ---------------------------------------------------------------------------
@@ -93,7 +98,7 @@ class JobLifecycle:
     async def claim(self, job: JobMessage) -> JobRecord | ToEnd | NotClaimed:
         """Leased to this worker for a new attempt (its record as the claim left it), leased
         only to end it (ToEnd), or why not."""
-        claimed = await self._write(
+        item = await self.claims.update(
             lease_table.claim_recorded_job(
                 self.table,
                 request_id=job.request_id,
@@ -102,8 +107,8 @@ class JobLifecycle:
                 max_attempts=self.max_attempts,
             )
         )
-        if claimed is not None:
-            return self._took(claimed)
+        if item is not None:
+            return self._took({"Attributes": item})
         record = await self.read(job.request_id)
         if record is not None:
             return await self._claim_held(record)
@@ -239,7 +244,8 @@ class JobLifecycle:
         first_token_at: float | None = None,
     ) -> Stored | None:
         """The stream's last flush and the final state (SUCCEEDED, or `halted`) in one
-        transaction: one call where the flush and the result took two. None if it did not go
+        transaction, written with those of other jobs ending meanwhile (worker/transactions.py):
+        a share of one call where the flush and the result took two. None if it did not go
         through (the lease was lost, someone subscribed meanwhile, another write raced it):
         the caller then stores them the ordinary way, which tells those cases apart."""
         final = lease_table.finish_job(
@@ -254,12 +260,7 @@ class JobLifecycle:
             first_token_at=first_token_at,
         )
         del final["ReturnValues"]  # a transaction returns no attributes
-        try:
-            await self.aws(
-                self.dynamodb.transact_write_items,
-                TransactItems=[*tail.actions, {"Update": final}],
-            )
-        except (ConditionFailed, TransientError):
+        if not await self.transactions.write([*tail.actions, {"Update": final}]):
             return None
         return Stored(subscriptions=tail.subscriptions)
 

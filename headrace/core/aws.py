@@ -85,8 +85,11 @@ def translate_client_error(error: ClientError) -> HeadraceError:
         return ConditionFailed(message)
     if code == "TransactionCanceledException":
         reasons = error.response.get("CancellationReasons") or []
-        if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-            return ConditionFailed(message)
+        failed = tuple(
+            i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"
+        )
+        if failed:
+            return ConditionFailed(message, failed)
         # Another write to one of its items was in flight: AWS's advice is to try again.
         if any(r.get("Code") == "TransactionConflict" for r in reasons):
             return TransientError(f"{code}: {message}")

@@ -56,9 +56,15 @@ class TransientError(HeadraceError):
 
 
 class ConditionFailed(HeadraceError):
-    """A conditional write lost: the item was not in the state the write expected."""
+    """A conditional write lost: the item was not in the state the write expected.
+
+    `failed`: of a transaction, the indexes of the actions whose condition failed."""
 
     status_code = 409
+
+    def __init__(self, detail: str, failed: tuple[int, ...] = ()) -> None:
+        super().__init__(detail)
+        self.failed = failed
 
 
 class ModelLoadError(HeadraceError):
