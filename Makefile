@@ -39,7 +39,7 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python -m bench
 
 # Worker kills, a SIGTERM and a frozen worker under load, then an audit of every job and stream
-# (~8 min for 1,000 jobs; README "Tests"). `make test` runs a short one (120 jobs, 3 kills).
+# (~8 min for 1,000 jobs; README "Tests"). `make test` runs a short one (80 jobs, 3 kills).
 # Options: make chaos ARGS="--jobs 1000 --kills 10 --zombie".
 chaos: $(INSTALLED)
 	$(VENV)/bin/python -m tests.suites.chaos $(ARGS)

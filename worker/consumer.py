@@ -272,8 +272,7 @@ class QueueConsumer:
                 await self.endings.decode_failed(record, receipt, publisher, e)
                 return
             try:
-                # The last event is stored and posted before the job is final, or, nobody
-                # following, held to be stored with it (_store_result).
+                # The last flush is held to be stored with the result (_store_result).
                 await following
             except LeaseLost:
                 raise
@@ -352,7 +351,10 @@ class QueueConsumer:
                 record, output, halted, tail, first_token_at
             )
             if stored is not None:
-                publisher.last_flush_stored()
+                try:
+                    await publisher.last_flush_stored()
+                except HeadraceError as e:
+                    logger.warning("could not post the last events: %s", e.detail)
                 return stored
         try:
             await publisher.store_last_flush()

@@ -3,8 +3,8 @@ what an earlier attempt's stream already says.
 
 A job's end goes to its stream before its record (the stream's last event is stored and posted
 while the job is still RUNNING, so a subscriber never finds it final without one; a decoded job
-nobody follows stores both in one transaction, worker/consumer.py), and its message is deleted
-once the record is final. A job out of attempts is FAILED with the reason
+stores its last flush and its result in one transaction, worker/consumer.py), and its message
+is deleted once the record is final. A job out of attempts is FAILED with the reason
 and its message deleted here, by the worker: SQS's own maximum of receives is only a backstop
 (worker/dead_letters.py).
 """

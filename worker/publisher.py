@@ -1,7 +1,8 @@
 """A job's stream: decoder progress -> numbered events -> DynamoDB chunks -> WebSocket posts.
 
 Tokens are coalesced (by time and size) into events with increasing `seq`. Every event is
-committed under the job's lease, then stored, before it is posted, so a client that reconnects
+committed under the job's lease, then stored, before it is posted (the last flush is stored
+with the job's result, in one transaction), so a client that reconnects
 can `subscribe` from any seq and replay what it missed, and a worker whose job was taken over
 posts nothing it could not commit (it stops with LeaseLost). A connection that answers 410
 Gone is dropped; decoding goes on.
@@ -100,7 +101,7 @@ class StreamPublisher:
     _finished: bool = False
     # events[i] as posted, serialized once for all of its followers
     _encoded: list[bytes] = field(default_factory=list)
-    # The last flush of a job nobody follows, numbered but not committed (`last_flush`).
+    # The job's last flush, numbered but not committed: stored with its result (`last_flush`).
     _held_last: list[Item] | None = None
 
     @property
@@ -181,8 +182,8 @@ class StreamPublisher:
         new, self.text_sent, self.tokens_sent = cut(
             self.request_id, progress, self.text_sent, self.tokens_sent
         )
-        if new and progress.finished and not self._followers and not self._new_subscriptions:
-            # Nobody to post to: the last flush waits to be stored with the job's final state.
+        if new and progress.finished and not self._new_subscriptions:
+            # The last flush waits to be stored with the job's final state, then is posted.
             self._held_last = self._numbered(new)
             self._finished = True
             return
@@ -221,10 +222,13 @@ class StreamPublisher:
             return None
         return StreamTail(actions, subscriptions=self._subscriptions_seen)
 
-    def last_flush_stored(self) -> None:
-        if self._held_last is not None:
-            self.fence.advance(len(self._held_last))
-            self._held_last = None
+    async def last_flush_stored(self) -> None:
+        """The held last flush was stored (with the job's final state): post it."""
+        if self._held_last is None:
+            return
+        self.fence.advance(len(self._held_last))
+        self._held_last = None
+        await self._deliver(refresh=False)
 
     async def store_last_flush(self) -> None:
         """Commit, store and deliver the held last flush on its own, before the final state is

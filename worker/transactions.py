@@ -1,6 +1,6 @@
 """Group commit of DynamoDB writes: one TransactWriteItems for many.
 
-A job nobody follows ends with one transaction (its stream's last flush and its final state,
+A decoded job ends with one transaction (its stream's last flush and its final state,
 worker/lifecycle.py). Jobs end a few at a time, and every call costs the worker's event loop
 far more than the bytes it carries, so transactions written while one is in flight go out
 together in the next call, up to DynamoDB's 100 actions and 4 MB. A transaction is all or
