@@ -40,8 +40,8 @@ class TransactionGroups:
         self._flushing: asyncio.Task[None] | None = None
 
     async def write(self, actions: list[dict[str, Any]]) -> bool:
-        """True once the actions are stored, all together; False if not (a condition of
-        theirs failed, or the call did; nothing of them is stored then)."""
+        """True once the actions are stored, all together; False if a condition of theirs
+        failed (nothing of them is stored) or the call did (they may or may not be)."""
         if len(actions) > MAX_ACTIONS:
             return False
         member = _Member(
