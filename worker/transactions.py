@@ -25,7 +25,7 @@ MAX_ACTIONS = 100
 MAX_BYTES = 3_500_000
 
 
-@dataclass
+@dataclass(eq=False)
 class _Member:
     actions: list[dict[str, Any]]
     size: int
@@ -115,7 +115,7 @@ def _settle(member: _Member, stored: bool) -> None:
 _READ_ATTEMPTS = 5
 
 
-@dataclass
+@dataclass(eq=False)
 class _Update:
     update: dict[str, Any]  # UpdateItem's arguments, ReturnValues ALL_NEW
     item: asyncio.Future[dict[str, Any] | None]
@@ -146,10 +146,7 @@ class UpdateGroups:
 
     async def _flush(self) -> None:
         while self._queue:
-            table = self._queue[0].update["TableName"]
-            group = [m for m in self._queue if m.update["TableName"] == table][:MAX_ACTIONS]
-            self._queue = [m for m in self._queue if m not in group]
-            group = [m for m in group if not m.item.done()]  # their callers were cancelled
+            group = [m for m in self._take() if not m.item.done()]  # others' callers let go
             try:
                 if len(group) == 1:
                     await self._alone(group[0])
@@ -159,6 +156,23 @@ class UpdateGroups:
                 for member in group:
                     if not member.item.done():
                         member.item.set_exception(e)
+
+    def _take(self) -> list[_Update]:
+        """The next group: one table, each item once (a transaction may not name an item
+        twice: a message delivered twice is claimed twice), at most MAX_ACTIONS."""
+        table = self._queue[0].update["TableName"]
+        group: list[_Update] = []
+        keys: set[str] = set()
+        rest: list[_Update] = []
+        for member in self._queue:
+            key = _key_of(member.update["Key"])
+            if member.update["TableName"] == table and key not in keys and len(group) < MAX_ACTIONS:
+                group.append(member)
+                keys.add(key)
+            else:
+                rest.append(member)
+        self._queue = rest
+        return group
 
     async def _alone(self, member: _Update) -> None:
         try:

@@ -47,10 +47,13 @@ async def stored_keys(dynamodb: Any, table: str, pks: list[str]) -> list[str]:
     return found
 
 
+# Written at once, twelve members (24 actions) go in one call; sixty (120 actions) in two, as a
+# transaction holds at most 100.
+@pytest.mark.parametrize(("members", "calls"), [(12, 1), (60, 2)])
 def test_transactions_written_together_share_calls(
-    moto_endpoint: str, resources: ProvisionedResources
+    moto_endpoint: str, resources: ProvisionedResources, members: int, calls: int
 ) -> None:
-    table, pks = resources.table_name, [f"t#{uuid.uuid4()}" for _ in range(12)]
+    table, pks = resources.table_name, [f"t#{uuid.uuid4()}" for _ in range(members)]
 
     async def body(dynamodb: Any, sqs: Any) -> tuple[list[bool], dict[str, int], list[str]]:
         aws = CountingAws()
@@ -58,28 +61,10 @@ def test_transactions_written_together_share_calls(
         results = await asyncio.gather(*(groups.write(member(table, pk)) for pk in pks))
         return list(results), aws.calls, await stored_keys(dynamodb, table, pks)
 
-    results, calls, found = run(moto_endpoint, body)
-    assert results == [True] * 12
-    # Written at once, the twelve (24 actions) go in one call.
-    assert calls == {"transact_write_items": 1}
-    assert len(found) == 24
-
-
-def test_more_than_a_transaction_holds_goes_in_several(
-    moto_endpoint: str, resources: ProvisionedResources
-) -> None:
-    table, pks = resources.table_name, [f"t#{uuid.uuid4()}" for _ in range(60)]
-
-    async def body(dynamodb: Any, sqs: Any) -> tuple[list[bool], dict[str, int], list[str]]:
-        aws = CountingAws()
-        groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
-        results = await asyncio.gather(*(groups.write(member(table, pk)) for pk in pks))
-        return list(results), aws.calls, await stored_keys(dynamodb, table, pks)
-
-    results, calls, found = run(moto_endpoint, body)
-    assert results == [True] * 60
-    assert calls == {"transact_write_items": 2}  # 120 actions: 100, then 20
-    assert len(found) == 120
+    results, counted, found = run(moto_endpoint, body)
+    assert results == [True] * members
+    assert counted == {"transact_write_items": calls}
+    assert len(found) == 2 * members
 
 
 def test_a_member_whose_condition_fails_fails_alone(
@@ -144,3 +129,24 @@ def test_updates_written_together_come_back_with_their_items(
     # it, and one read of the nine items it left.
     assert calls == {"update_item": 1, "transact_write_items": 2, "batch_get_item": 1}
     assert len(found) == 10
+
+
+def test_two_updates_of_one_item_are_never_one_transaction(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    # A message delivered twice is claimed twice at once; DynamoDB refuses a transaction that
+    # names one item twice.
+    table, pks = resources.table_name, [f"t#{uuid.uuid4()}" for _ in range(3)]
+
+    async def body(dynamodb: Any, sqs: Any) -> list[Any]:
+        for pk in pks:
+            await dynamodb.put_item(
+                TableName=table, Item={"pk": {"S": pk}, "sk": {"S": "c"}, "n": {"N": "0"}}
+            )
+        groups = UpdateGroups(dynamodb=dynamodb, aws=CountingAws())
+        updates = [counter(table, pk, 0) for pk in [*pks, pks[1]]]
+        return list(await asyncio.gather(*(groups.update(u) for u in updates)))
+
+    items = run(moto_endpoint, body)
+    # The first claim of the second item wins; the second finds its count moved on.
+    assert [item["n"]["N"] if item else None for item in items] == ["1", "1", "1", None]
