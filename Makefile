@@ -24,10 +24,11 @@ lint: $(INSTALLED)
 	$(VENV)/bin/lint-imports
 
 # Test files run on TEST_PROCESSES processes, each file's tests on one (they share its stacks).
+# The slowest tests are listed at the end: what to look at when the run grows.
 TEST_PROCESSES ?= 2
 
 test: lint
-	$(VENV)/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(VENV)/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations 15
 
 # The tests that start no process and open no port (tests/unit).
 test-fast: $(INSTALLED)
