@@ -4,6 +4,7 @@ a lost worker's job and stream written as it left them, and readers of what got 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.moto import MOTO_CREDENTIALS
 from headrace.dev.stack import LocalStack, StackOptions
 from infra.provision import AwsClients
-from tests.e2e.support import FAST_SETTINGS, log_lines
+from tests.e2e.support import FAST_SETTINGS, Api, log_lines
 
 # A lapsed lease is retried within seconds; SQS's receives are a backstop far above attempts.
 LEASE_PARAMETERS = {"VisibilityTimeoutSeconds": "3", "MaxReceiveCount": "10"}
@@ -64,6 +65,21 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def decoding_job(
+    stack: LocalStack, aws: AwsClients, api: Api, prompt: str, max_new_tokens: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A worker started, and a greedy job it is decoding: (the worker, the job's request id),
+    once two of the job's chunks are stored."""
+    assert stack.resources is not None
+    worker = stack.start_worker()
+    stack.wait_for_worker()
+    request = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0}
+    request_id = api.submit(request)
+    table = stack.resources.table_name
+    wait_until(lambda: len(stored_items(aws, table, request_id)) >= 2, 60, "first chunks")
+    return worker, request_id
 
 
 def messages_left(aws: AwsClients, queue_url: str) -> int:

@@ -14,12 +14,11 @@ from headrace.dev.stack import LocalStack
 from tests.e2e.lease_support import (
     assert_one_stream,
     aws_clients,
+    decoding_job,
     greedy_text,
     lease_stack,
     stored_events,
-    stored_items,
     text_of,
-    wait_until,
 )
 from tests.e2e.support import Api
 from tests.e2e.test_cli_client import env_for, headrace
@@ -38,11 +37,7 @@ def test_a_failed_job_retried_succeeds_under_its_id_with_every_attempt_in_view(
         table = stack.resources.table_name
         aws = aws_clients(stack)
         api = Api(stack.base_url, stack.api_key)
-        first = stack.start_worker()
-        stack.wait_for_worker()
-        request = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0}
-        request_id = api.submit(request)
-        wait_until(lambda: len(stored_items(aws, table, request_id)) >= 2, 60, "chunks")
+        first, request_id = decoding_job(stack, aws, api, prompt, max_new_tokens)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         stack.start_worker()

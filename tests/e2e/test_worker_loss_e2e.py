@@ -22,6 +22,7 @@ from infra.provision import AwsClients
 from tests.e2e.lease_support import (
     assert_one_stream,
     aws_clients,
+    decoding_job,
     greedy_text,
     lease_stack,
     messages,
@@ -136,11 +137,7 @@ def _zombie_run(
     table = stack.resources.table_name
     aws = aws_clients(stack)
     api = Api(stack.base_url, stack.api_key)
-    zombie = stack.start_worker()
-    stack.wait_for_worker()
-    request = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0}
-    request_id = api.submit(request)
-    wait_until(lambda: len(stored_items(aws, table, request_id)) >= 2, 60, "first chunks")
+    zombie, request_id = decoding_job(stack, aws, api, prompt, max_new_tokens)
     # The new owner starts now, the job leased to the zombie: it takes the job over once the
     # frozen one's lease lapses, not once it has loaded its model as well.
     stack.start_worker()
@@ -192,12 +189,7 @@ def test_a_worker_lost_on_the_last_attempt_leaves_the_job_failed_with_the_reason
         resources = stack.resources
         aws = aws_clients(stack)
         api = Api(stack.base_url, stack.api_key)
-        first = stack.start_worker()
-        stack.wait_for_worker()
-        request_id = api.submit({"prompt": "The river", "max_new_tokens": 4000, "temperature": 0})
-        wait_until(
-            lambda: len(stored_items(aws, resources.table_name, request_id)) >= 2, 60, "chunks"
-        )
+        first, request_id = decoding_job(stack, aws, api, "The river", 4000)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         _, killed = api.call("GET", f"/v1/llm/completions/{request_id}")
