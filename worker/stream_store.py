@@ -83,16 +83,8 @@ class StreamFence:
         """Commit chunk items, the next seqs in order; raises LeaseLost if the stream is no
         longer this epoch's."""
         for part in _parts(items):
-            update = stream_table.commit_flush(
-                self.table,
-                request_id=self.request_id,
-                epoch=self.epoch,
-                from_seq=self.committed,
-                items=part,
-                expires_at=self.expires_at,
-            )
             try:
-                await self.aws(self.dynamodb.update_item, **update)
+                await self.aws(self.dynamodb.update_item, **self._commit_of(part))
             except ConditionFailed:
                 if not await self._went_through(len(part)):
                     raise LeaseLost("the stream was taken over by a later attempt") from None
@@ -103,7 +95,11 @@ class StreamFence:
         final state, then `advance`d past); None if it needs more than one transaction."""
         if len(items) > TRANSACTION_LIMIT - 2 or len(_parts(items)) > 1:
             return None
-        return stream_table.commit_last_flush(
+        return stream_table.last_flush_actions(self._commit_of(items), items)
+
+    def _commit_of(self, items: list[Item]) -> dict[str, Any]:
+        """The head's commit of `items`, the next seqs from what is committed."""
+        return stream_table.commit_flush(
             self.table,
             request_id=self.request_id,
             epoch=self.epoch,

@@ -133,27 +133,12 @@ def commit_flush(
     }
 
 
-def commit_last_flush(
-    table: str,
-    *,
-    request_id: str,
-    epoch: int,
-    from_seq: int | None,
-    items: list[Item],
-    expires_at: int,
-) -> list[dict[str, Any]]:
+def last_flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[str, Any]]:
     """The last flush as TransactWriteItems actions, committed with the job's final state:
-    the head's commit (conditional as in commit_flush) and the chunk items themselves, so the
+    its head commit (`commit_flush` of these items) and the chunk items themselves, so the
     job is final exactly when its whole stream is stored."""
-    head = commit_flush(
-        table,
-        request_id=request_id,
-        epoch=epoch,
-        from_seq=from_seq,
-        items=items,
-        expires_at=expires_at,
-    )
-    return [{"Update": head}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
+    table = commit["TableName"]
+    return [{"Update": commit}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
 
 
 def get_stream_head(table: str, request_id: str) -> dict[str, Any]:
