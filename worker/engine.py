@@ -154,11 +154,14 @@ class Engine:
         return_log_probs: bool,
         on_step: Callable[[Step], bool],
         min_new_tokens: int = 0,
+        shared_prefix: Sequence[str] = (),
     ) -> None:
         """Decode a batch, calling `on_step` for every token; it returns True to stop that item.
 
         Blocks until the batch is done: call it from a worker thread. `on_step` runs on a
         CTranslate2 thread and must never raise (an exception aborts the whole batch).
+        `shared_prefix` comes before every prompt; the replica forwards it once and keeps its
+        state for the next batch with the same prefix (CTranslate2's cached static prompt).
         """
 
         def callback(result: ctranslate2.GenerationStepResult) -> bool:
@@ -171,6 +174,11 @@ class Engine:
                 )
             )
 
+        prefix: dict[str, object] = (
+            {"static_prompt": list(shared_prefix), "cache_static_prompt": True}
+            if shared_prefix
+            else {}
+        )
         self._generator.generate_batch(
             [list(p) for p in prompts],
             max_length=max_new_tokens,
@@ -182,6 +190,7 @@ class Engine:
             return_scores=return_log_probs,
             beam_size=1,
             callback=callback,
+            **prefix,
         )
 
     def score(self, sequences: Sequence[Sequence[str]]) -> list[list[float]]:

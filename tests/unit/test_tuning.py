@@ -31,7 +31,9 @@ class TimedEngine:
     clock: Clock
     step_s: dict[int, float]
     inter_threads: int = 1
+    max_context_tokens: int = 1024
     widths: list[int] = field(default_factory=list)
+    prefixes: list[int] = field(default_factory=list)  # shared-prefix length of every batch
 
     def generate(
         self,
@@ -42,9 +44,11 @@ class TimedEngine:
         return_log_probs: bool,
         on_step: Callable[[Step], bool],
         min_new_tokens: int = 0,
+        shared_prefix: Sequence[str] = (),
     ) -> None:
         width = len(prompts)
         self.widths.append(width)
+        self.prefixes.append(len(shared_prefix))
         for _ in range(max_new_tokens):
             self.clock.now += self.step_s[width]
             for index in range(width):
@@ -61,9 +65,11 @@ def codec(dev_model_dir: Path) -> TextCodec:
     )
 
 
-def choose(step_s: dict[int, float], codec: TextCodec) -> tuple[int, TimedEngine]:
+def choose(
+    step_s: dict[int, float], codec: TextCodec, max_context_tokens: int = 1024
+) -> tuple[int, TimedEngine]:
     clock = Clock()
-    engine = TimedEngine(clock, step_s)
+    engine = TimedEngine(clock, step_s, max_context_tokens=max_context_tokens)
     width, _ = tuning.choose_batch_width(
         engine,  # type: ignore[arg-type]
         codec,
@@ -109,3 +115,15 @@ def test_a_slow_model_stops_the_search_within_the_budget(codec: TextCodec) -> No
     width, engine = choose({8: slow, 16: slow, 32: slow}, codec)
     assert width == 8
     assert set(engine.widths) == {8}
+
+
+def test_every_trial_decodes_after_a_context_of_real_length(codec: TextCodec) -> None:
+    # A step's cost per item grows with the context, faster at wider batches: a trial on a
+    # bare short prompt would favour widths that real prompts do not.
+    _, engine = choose({8: 0.02, 16: 0.022, 32: 0.025}, codec)
+    assert engine.prefixes == [tuning.TRIAL_CONTEXT_TOKENS] * len(engine.prefixes)
+
+
+def test_the_trial_context_stays_within_a_short_model_context(codec: TextCodec) -> None:
+    _, engine = choose({8: 0.02, 16: 0.022, 32: 0.025}, codec, max_context_tokens=64)
+    assert set(engine.prefixes) == {32}
