@@ -59,10 +59,12 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
         )
         defaults = default_batching(engine.device)
         width = settings.max_batch_size
+        step_seconds = None  # an explicit width is the only one
         if not width:  # timed on this model and device (worker/tuning.py)
-            width, _ = choose_batch_width(
+            width, trials = choose_batch_width(
                 engine, codec, candidate_widths(engine.device), model=name
             )
+            step_seconds = {t.width: t.step_s for t in trials if t.width <= width}
         runner = ModelRunner(
             name,
             engine,
@@ -71,6 +73,7 @@ def load_runners(settings: Settings) -> dict[str, ModelRunner]:
             max_batch_wait=_chosen(settings.max_batch_wait_ms, defaults.max_batch_wait_ms) / 1000,
             max_batch_hold=_chosen(settings.max_batch_hold_ms, defaults.max_batch_hold_ms) / 1000,
             prefetch_per_replica=settings.prefetch_per_replica or defaults.prefetch_per_replica,
+            step_seconds=step_seconds,
         )
         runner.warm_up()
         runners[name] = runner

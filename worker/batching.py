@@ -17,6 +17,13 @@ all the jobs it holds, and starts one batch of the plan each time a replica is f
   instead made a burst run its batches in arrival order: with two replicas most of a burst is
   passed over twice before it can start.)
 
+The width: the warm-up times a few (worker/tuning.py) and allows up to the widest that paid.
+A wider batch makes each step do more, but fewer batches to share out between replicas, and
+a burst cut into fewer batches than replicas-times-rounds leaves a replica idle at its end (64
+jobs in batches of 32 and a prompt spread made 3 batches for 2 replicas: one decoded twice
+while the other idled). So `plan_width` takes, of the timed widths, the one whose plan of what
+is held ends first, counted as rounds of one batch per replica times that width's step time.
+
 Interactive jobs go first (`select_batch_in_lanes`): a batch is planned from them alone, and
 its spare room filled with batch-lane jobs that decode alike, oldest first. A batch-lane job
 held for MAX_WAIT_S competes with the rest as above, so a held batch job is never starved.
@@ -24,7 +31,8 @@ held for MAX_WAIT_S competes with the rest as above, so a held batch job is neve
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 # On 2 CPU cores a burst of 64 jobs planned longest first starts its last batch about 15 s
@@ -71,6 +79,18 @@ def plan(pending: Sequence[J], max_batch_size: int) -> list[list[J]]:
             batches.append(alike[:size][::-1])
             alike = alike[size:]
     return batches
+
+
+def plan_width(pending: Sequence[Batchable], step_s: Mapping[int, float], replicas: int) -> int:
+    """Of the timed widths (`step_s`: one replica's decoding step at each, in seconds, all
+    replicas decoding), the one whose plan of `pending` ends first (see the module doc); the
+    narrower of two that end together."""
+
+    def rounds_time(width: int) -> tuple[float, int]:
+        batches = len(plan(pending, width))
+        return math.ceil(batches / replicas) * step_s[width], width
+
+    return min(step_s, key=rounds_time)
 
 
 def work(batch: Sequence[Batchable]) -> int:

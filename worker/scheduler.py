@@ -27,12 +27,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
 from headrace.core.logs import request_context
-from worker.batching import select_batch_in_lanes
+from worker.batching import plan_width, select_batch_in_lanes
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
 from worker.engine import Engine, SamplingParams, Step
 from worker.failures import DecodeFailed as DecodeFailed
@@ -136,12 +137,16 @@ class ModelRunner:
         max_batch_wait: float,
         max_batch_hold: float,
         prefetch_per_replica: int,
+        step_seconds: Mapping[int, float] | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
         self.codec = codec
         self.guides = Guides(codec)  # guided jobs run alone, stepped (worker/guided.py)
         self.max_batch_size = max_batch_size
+        # The widths timed at warm-up up to max_batch_size, and one replica's step at each:
+        # each batch's width is chosen among them for what is held (worker/batching.py).
+        self.step_seconds = dict(step_seconds or {max_batch_size: 1.0})
         self.max_batch_wait = max_batch_wait
         self.max_batch_hold = max_batch_hold
         self.replicas = engine.inter_threads
@@ -300,9 +305,8 @@ class ModelRunner:
         live = self._live_pending()
         interactive = [p for p in live if p.request.priority == "interactive"]
         batch_lane = [p for p in live if p.request.priority != "interactive"]
-        return alone_if_guided(
-            select_batch_in_lanes(interactive, batch_lane, self.max_batch_size, now)
-        )
+        width = plan_width(live, self.step_seconds, self.replicas)
+        return alone_if_guided(select_batch_in_lanes(interactive, batch_lane, width, now))
 
     def _live_pending(self) -> list[_Pending]:
         return [p for p in self._pending if not p.future.done()]
