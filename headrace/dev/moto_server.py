@@ -19,7 +19,8 @@ Profiled under the benchmark's load (py-spy, moto 5.2):
   claim (12 actions): the parse of each expression is kept (moto copies the tree before it
   fills in the values);
 - every request listed its service's response class's methods (inspect.getmembers) to find
-  the action's: listed once per class.
+  the action's: listed once per class;
+- DynamoDB Streams' GetRecords: see headrace/dev/moto_streams.py.
 
 Memory (bench/local_endpoint_memory.py) grew by about 9 MiB per TransactWriteItems at 3,000
 table items, and by a few KiB per PutItem and SQS message, for as long as the server ran
@@ -37,10 +38,10 @@ table items, and by a few KiB per PutItem and SQS message, for as long as the se
   ever closed (`conn#<id>`) and per GetItem of a key that is not there. They are dropped;
 - an SQS queue remembers the receipt handles of every message deleted, so that a second
   delete with one succeeds: it remembers the latest ones;
-- the jobs table's stream (README "Event-driven use") kept every record since the start, and
-  every GetRecords left a shard iterator behind: the latest ones are kept. A transaction on a
-  table with a stream still copies only the items it names, and drops the stream records it
-  wrote if it fails.
+- the jobs table's stream kept every record since the start, and every GetRecords left a
+  shard iterator behind (headrace/dev/moto_streams.py). A transaction on a table with a
+  stream still copies only the items it names, and drops the stream records it wrote if it
+  fails.
 
 Since: 98 MiB after the fill, 95 MiB after 15,000 calls of each kind; 4-10 ms a transaction.
 """
@@ -67,11 +68,12 @@ from moto.core.common_models import BaseModel
 from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
-from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, Queue, SQSBackend
+
+from headrace.dev.moto_streams import patch_streams
 
 # Requests served at once. A long poll (ReceiveMessage waiting for messages) holds its thread
 # for up to 20 s, one per worker and queue; the rest are a few milliseconds each.
@@ -302,42 +304,6 @@ def _drop_empty_partition(table: Table, hash_key: DynamoType) -> None:
         del table.items[hash_key]
 
 
-# ---- DynamoDB Streams: what moto keeps forever ---------------------------------------------
-
-# Stream records a table keeps (DynamoDB keeps 24 hours of them; moto every one since the
-# start): the consumer (headrace/dev/event_sources.py) reads them within a fraction of a second.
-STREAM_RECORDS_KEPT = 5_000
-# Shard iterators remembered: every GetRecords makes a new one, and moto kept them all.
-SHARD_ITERATORS_KEPT = 1_000
-
-
-def _stream_add(shard: StreamShard, old: Item | None, new: Item | None) -> None:
-    _moto_stream_add(shard, old, new)
-    excess = len(shard.items) - STREAM_RECORDS_KEPT
-    if excess > 0:
-        # Sequence numbers stay as they were: the first one kept is the new horizon.
-        del shard.items[:excess]
-        shard.starting_sequence_number += excess
-
-
-_moto_stream_add = StreamShard.add
-
-
-class _RecentIterators(OrderedDict[str, Any]):
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        while len(self) > SHARD_ITERATORS_KEPT:
-            self.popitem(last=False)
-
-
-def _streams_init(backend: DynamoDBStreamsBackend, *args: Any, **kwargs: Any) -> None:
-    _moto_streams_init(backend, *args, **kwargs)
-    backend.shard_iterators = _RecentIterators()
-
-
-_moto_streams_init = DynamoDBStreamsBackend.__init__
-
-
 def _patch_moto() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign,assignment]
     parse = functools.lru_cache(maxsize=256)(UpdateExpressionParser.make)
@@ -353,8 +319,7 @@ def _patch_moto() -> None:
     Table.delete_item = _delete_item  # type: ignore[method-assign,assignment]
     Queue.__init__ = _queue_init  # type: ignore[method-assign,assignment]
     Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign,assignment]
-    StreamShard.add = _stream_add  # type: ignore[method-assign,assignment]
-    DynamoDBStreamsBackend.__init__ = _streams_init  # type: ignore[method-assign,assignment]
+    patch_streams()
 
 
 def main(argv: list[str] | None = None) -> None:

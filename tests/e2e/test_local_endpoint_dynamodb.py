@@ -1,9 +1,11 @@
-"""The local AWS endpoint's DynamoDB keeps no memory per call, and a cancelled transaction
+"""The local AWS endpoint's DynamoDB keeps no memory per call, a cancelled transaction
 still leaves every item it named as it was (headrace.dev.moto_server rolls a transaction back
-by its items, not by a copy of the whole table)."""
+by its items, not by a copy of the whole table), and its stream records read back as written
+(GetRecords answers in the service's JSON without moto's generic serializer)."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +129,51 @@ def test_transactions_and_missed_reads_keep_no_memory(own_endpoint: tuple[int, s
         subscribe_and_leave(i)
     # moto alone kept a copy of the table per transaction: 600 of them, about 1 GiB here.
     assert rss_mib(pid) - before < 16
+
+
+def test_stream_records_read_back_with_every_attribute_as_written(moto_endpoint: str) -> None:
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    streams = session.client("dynamodbstreams", endpoint_url=moto_endpoint)
+    table = new_table(dynamodb, sort_key=False)
+    described = dynamodb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    stream_arn = described["TableDescription"]["LatestStreamArn"]
+    item: dict[str, Any] = {
+        "pk": {"S": "job-1"},
+        "text": {"S": '日本語 "quoted"\n'},
+        "count": {"N": "12.5"},
+        "blob": {"B": b"\x00\xff binary"},
+        "flags": {"SS": ["a", "b"]},
+        "blobs": {"BS": [b"\x01", b"\x02"]},
+        "nested": {
+            "M": {"list": {"L": [{"BOOL": True}, {"NULL": True}, {"N": "-3"}, {"B": b"\x03"}]}}
+        },
+    }
+    dynamodb.put_item(TableName=table, Item=item)
+    dynamodb.update_item(
+        TableName=table,
+        Key={"pk": {"S": "job-1"}},
+        UpdateExpression="SET #c = :c",
+        ExpressionAttributeNames={"#c": "count"},
+        ExpressionAttributeValues={":c": {"N": "13"}},
+    )
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    page = streams.get_records(ShardIterator=iterator, Limit=10)
+    inserted, modified = page["Records"]
+    assert (inserted["eventName"], modified["eventName"]) == ("INSERT", "MODIFY")
+    assert inserted["dynamodb"]["NewImage"] == item
+    assert modified["dynamodb"]["OldImage"] == item
+    assert modified["dynamodb"]["NewImage"] == {**item, "count": {"N": "13"}}
+    assert modified["dynamodb"]["Keys"] == {"pk": {"S": "job-1"}}
+    written_at = inserted["dynamodb"]["ApproximateCreationDateTime"]
+    assert isinstance(written_at, datetime.datetime)
+    assert abs(written_at.timestamp() - datetime.datetime.now(datetime.UTC).timestamp()) < 60
+    assert int(modified["dynamodb"]["SequenceNumber"]) > int(inserted["dynamodb"]["SequenceNumber"])
+    # The next page starts after the last record read.
+    assert streams.get_records(ShardIterator=page["NextShardIterator"])["Records"] == []
