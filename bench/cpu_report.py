@@ -77,7 +77,8 @@ def print_table(label: str, rounds: list[Round]) -> dict[str, Any]:
         f"\n{label}, medians of {len(rounds)} rounds:\n\n"
         "| phase | tokens/s | worker CPU per token | overhead per token | of it the event loop "
         "| ceiling (tokens/s) | tokens/s vs unstreamed | CPU vs unstreamed "
-        "| endpoint + gateway CPU |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| endpoint, gateway, event sources CPU |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     for name, row in table.items():
         print(

@@ -168,11 +168,14 @@ def worker(
 
 
 def cpu_snapshot(worker_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the worker, the gateway, the AWS endpoint and this client."""
-    snapshot = {"worker": cpu_seconds(worker_pid), "gateway": 0.0, "moto": 0.0}
+    """CPU seconds used so far by the worker, the gateway, the AWS endpoint, the event sources
+    (the stack's stand-in for event source mappings) and this client."""
+    snapshot = {"worker": cpu_seconds(worker_pid), "gateway": 0.0, "moto": 0.0, "events": 0.0}
     for pid, command in children().items():
         if "headrace.dev.moto_server" in command:
             snapshot["moto"] += cpu_seconds(pid)
+        elif "headrace.dev.event_sources" in command:
+            snapshot["events"] += cpu_seconds(pid)
         elif " gateway" in command:
             snapshot["gateway"] += cpu_seconds(pid)
     snapshot["client"] = cpu_seconds()

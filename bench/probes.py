@@ -128,7 +128,8 @@ def evidence_lines(name: str, facts: dict[str, Any]) -> list[str]:
         f"spread in a batch {facts['mean_prompt_spread'] or 0:.0f} tokens",
         f"{name}: submit -> decode start p50 {wait if wait is not None else float('nan'):.2f} s; "
         f"CPU share of 2 cores: worker {share['worker']:.0%}, gateway {share['gateway']:.0%}, "
-        f"moto {share['moto']:.0%}, client {share['client']:.0%}; {facts['polls']} polls; "
+        f"moto {share['moto']:.0%}, event sources {share.get('events', 0):.0%}, "
+        f"client {share['client']:.0%}; {facts['polls']} polls; "
         f"last result seen by the client {facts['client_seen_makespan_s']:.1f} s vs logged "
         f"{facts['worker_logged_makespan_s']:.1f} s",
     ]

@@ -118,7 +118,7 @@ def measure(stack: LocalStack, worker_pid: int, name: str, run: Any) -> tuple[Ph
     before, loop_before = phases.cpu_snapshot(worker_pid), _main_thread_cpu(worker_pid)
     makespan, tokens, detail = run()
     after, loop_after = phases.cpu_snapshot(worker_pid), _main_thread_cpu(worker_pid)
-    others = sum(after[k] - before[k] for k in ("moto", "gateway"))
+    others = sum(after[k] - before[k] for k in ("moto", "gateway", "events"))
     worker = after["worker"] - before["worker"]
     phase = Phase(name, tokens, makespan, worker, loop_after - loop_before, others)
     return phase, detail
