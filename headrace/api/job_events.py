@@ -35,6 +35,7 @@ from headrace.core.events import (
 )
 from headrace.core.key_ids import public_key_id
 from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams
 from headrace.core.tables.jobs import Item, JobRecord
 
 logger = logging.getLogger("headrace.events")
@@ -109,7 +110,7 @@ def publish(services: ApiServices, changes: list[Change]) -> str | None:
     stop = len(changes)
     for index, change in enumerate(changes):
         try:
-            if _is_first_token(change):
+            if first_token_to_note(change):
                 first_tokens[change.request_id] = change.created_at
                 _note_first_token(services, change.request_id, change.created_at)
                 continue
@@ -157,8 +158,14 @@ def publish(services: ApiServices, changes: list[Change]) -> str | None:
     return changes[stop].sequence_number if stop < len(changes) else None
 
 
-def _is_first_token(change: Change) -> bool:
-    return change.event_name == "INSERT" and change.keys.get("sk", {}).get("S") == _STREAM_HEAD_SK
+def first_token_to_note(change: Change) -> bool:
+    """A stream head created: the job's first token, unless the head came with the job's final
+    state (streams.WITH_RESULT), which carries the decoder's first-token time already."""
+    return (
+        change.event_name == "INSERT"
+        and change.keys.get("sk", {}).get("S") == _STREAM_HEAD_SK
+        and streams.WITH_RESULT not in (change.new_image or {})
+    )
 
 
 def _note_first_token(services: ApiServices, request_id: str, at: float) -> None:

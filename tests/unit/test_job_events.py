@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from headrace.api.job_events import Change, detail_of, transition
+from headrace.api.job_events import Change, detail_of, first_token_to_note, transition
 from headrace.core.contracts import CompletionRequest, JobStatus
 from headrace.core.events import MAX_DETAIL_BYTES
 from headrace.core.tables import jobs as job_table
+from headrace.core.tables import streams
 from headrace.core.tables.jobs import JobRecord
 
 REQUEST_ID = "7d7f5a4e-8d0e-4f1e-9d6a-3b1a2c4d5e6f"
@@ -81,3 +82,32 @@ def test_an_output_too_large_for_an_event_is_left_out_and_flagged() -> None:
     kept = detail_of(JobRecord.from_item(_job(JobStatus.SUCCEEDED, output=small)), "x", None)
     assert kept.output == {"text": "fits", "num_completion_tokens": 1}
     assert not kept.output_omitted and kept.num_completion_tokens == 1
+
+
+def _created_head(*actions: dict[str, Any]) -> Change:
+    """The INSERT a stream head's first commit makes: the item as its update expression sets it."""
+    (update,) = [a["Update"] for a in actions if "Update" in a]
+    values = update["ExpressionAttributeValues"]
+    assignments = update["UpdateExpression"].removeprefix("SET ").split(", ")
+    image = dict(update["Key"])
+    for assignment in assignments:
+        name, _, value = assignment.partition(" = ")
+        image[name] = values[value]
+    return _change(None, image, sk="stream", name="INSERT")
+
+
+def test_a_head_created_at_the_first_flush_notes_the_first_token() -> None:
+    commit = streams.commit_flush(
+        "t", request_id=REQUEST_ID, epoch=1, from_seq=None, items=[], expires_at=9
+    )
+    assert first_token_to_note(_created_head({"Update": commit}))
+
+
+def test_a_head_created_with_the_final_state_notes_nothing() -> None:
+    # The job's final write in the same transaction carries the decoder's first-token time.
+    commit = streams.commit_flush(
+        "t", request_id=REQUEST_ID, epoch=1, from_seq=None, items=[], expires_at=9
+    )
+    created = _created_head(*streams.last_flush_actions(commit, []))
+    assert not first_token_to_note(created)
+    assert transition(created) is None  # and no event of its own

@@ -27,6 +27,9 @@ from headrace.core.contracts import StreamEvent
 from headrace.core.tables.jobs import Item, job_key
 
 _SEQ_WIDTH = 9
+# On a stream head committed in the transaction of the job's final state, which carries the
+# decoder's first-token time: a head created so needs no first token noted from the stream.
+WITH_RESULT = "with_result"
 HANDLER_ATTACHMENT = "handler"
 _TWO_HOURS = 2 * 3600
 
@@ -136,9 +139,17 @@ def commit_flush(
 def last_flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[str, Any]]:
     """The last flush as TransactWriteItems actions, committed with the job's final state:
     its head commit (`commit_flush` of these items) and the chunk items themselves, so the
-    job is final exactly when its whole stream is stored."""
+    job is final exactly when its whole stream is stored. The head is marked WITH_RESULT."""
     table = commit["TableName"]
-    return [{"Update": commit}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
+    marked = {
+        **commit,
+        "UpdateExpression": f"{commit['UpdateExpression']}, {WITH_RESULT} = :with_result",
+        "ExpressionAttributeValues": {
+            **commit["ExpressionAttributeValues"],
+            ":with_result": {"BOOL": True},
+        },
+    }
+    return [{"Update": marked}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
 
 
 def get_stream_head(table: str, request_id: str) -> dict[str, Any]:
