@@ -3,14 +3,16 @@
 What width pays depends on the machine: per token, a wider batch reads the weights fewer times,
 so it gains as long as the decoder is short of memory bandwidth rather than of arithmetic, and
 where that ends differs between CPUs (batches of 8 beat 16 on one 2-core machine, 16 beat 8 on
-another) and between a CPU and a GPU. So at warm-up every replica decodes the same small batch
-at once, a few steps, for each candidate width, smallest first, and the width is doubled while
-doubling still buys `MIN_GAIN` more tokens per second. A doubled width that gains less is
-not taken: a wider batch also mixes more prompt and output lengths (CTranslate2 forwards only
-the shortest prompt in one pass, and a batch runs as long as its longest item) and makes fewer
-batches to share out between replicas, and those costs, which this short trial does not see,
-ate smaller gains in the benchmark's runs. The trial times decoding steps only, from each
-replica's first token to its last, so it costs a few steps per width.
+another) and between a CPU and a GPU, and it shrinks as the context the batch attends to grows.
+So at warm-up every replica decodes the same small batch at once, a few steps after a shared
+prefix of a real prompt's length, for each candidate width, smallest first, and the width is
+doubled while doubling still buys `MIN_GAIN` more tokens per second. A doubled width that gains
+less is not taken: a wider batch also mixes more prompt and output lengths (CTranslate2
+forwards only the shortest prompt in one pass, and a batch runs as long as its longest item),
+and those costs, which this short trial does not see, ate smaller gains in the benchmark's
+runs. The trial times decoding steps only, from each replica's first token to its last, so it
+costs a few steps per width. The scheduler then cuts each batch at the timed width, up to the
+chosen one, that fits what it holds (worker/batching.py `plan_width`).
 
 An explicit HEADRACE_MAX_BATCH_SIZE skips all this.
 """
