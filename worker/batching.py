@@ -22,7 +22,8 @@ A wider batch makes each step do more, but fewer batches to share out between re
 a burst cut into fewer batches than replicas-times-rounds leaves a replica idle at its end (64
 jobs in batches of 32 and a prompt spread made 3 batches for 2 replicas: one decoded twice
 while the other idled). So `plan_width` takes, of the timed widths, the one whose plan of what
-is held ends first, counted as rounds of one batch per replica times that width's step time.
+is held ends first: each batch counted as one step of its size (from the timed steps), longest
+first onto the replica free first.
 
 Interactive jobs go first (`select_batch_in_lanes`): a batch is planned from them alone, and
 its spare room filled with batch-lane jobs that decode alike, oldest first. A batch-lane job
@@ -31,7 +32,6 @@ held for MAX_WAIT_S competes with the rest as above, so a held batch job is neve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -86,11 +86,29 @@ def plan_width(pending: Sequence[Batchable], step_s: Mapping[int, float], replic
     replicas decoding), the one whose plan of `pending` ends first (see the module doc); the
     narrower of two that end together."""
 
-    def rounds_time(width: int) -> tuple[float, int]:
-        batches = len(plan(pending, width))
-        return math.ceil(batches / replicas) * step_s[width], width
+    def makespan(width: int) -> tuple[float, int]:
+        # Longest first onto the replica free first, as the scheduler starts them.
+        loads = [0.0] * replicas
+        steps = sorted((step_at(len(b), step_s) for b in plan(pending, width)), reverse=True)
+        for step in steps:
+            loads[loads.index(min(loads))] += step
+        return max(loads), width
 
-    return min(step_s, key=rounds_time)
+    return min(step_s, key=makespan)
+
+
+def step_at(size: int, step_s: Mapping[int, float]) -> float:
+    """One step of a batch of `size`: the timed step of the nearest wider width, less what the
+    items it lacks cost (the slope between the two nearest timed widths); a partial batch, the
+    last of a cut, is cheaper than a full one."""
+    widths = sorted(step_s)
+    wider = next((w for w in widths if w >= size), widths[-1])
+    if len(widths) == 1:
+        return step_s[wider]
+    below = [w for w in widths if w < wider]
+    lower, upper = (below[-1], wider) if below else (widths[0], widths[1])
+    per_item = max(0.0, (step_s[upper] - step_s[lower]) / (upper - lower))
+    return max(step_s[wider] - per_item * (wider - size), 0.0)
 
 
 def work(batch: Sequence[Batchable]) -> int:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from worker.batching import MAX_PROMPT_SPREAD, MAX_WAIT_S, plan, plan_width, select_batch
+from worker.batching import (
+    MAX_PROMPT_SPREAD,
+    MAX_WAIT_S,
+    plan,
+    plan_width,
+    select_batch,
+    step_at,
+)
 from worker.engine import SamplingParams
 
 GREEDY = SamplingParams(top_k=1)
@@ -139,3 +146,18 @@ def test_of_two_plans_that_end_together_the_narrower_is_taken() -> None:
     assert plan_width(pending, {8: 0.05, 16: 0.05}, replicas=2) == 8
     # One batch of 8 per replica beats one of 16 on one replica, the other idle.
     assert plan_width([Job(100) for _ in range(16)], CPU_STEP_S, replicas=2) == 8
+
+
+def test_a_cut_whose_last_batch_is_partial_counts_it_as_partial() -> None:
+    # 24 jobs on one replica (timed on the EPYC cores, one core): 16 + 8 is one step of 16 and
+    # one of 8, which ends before three of 8.
+    one_core = {8: 8 / 142.9, 16: 16 / 182.1}
+    pending = [Job(100) for _ in range(24)]
+    assert plan_width(pending, one_core, replicas=1) == 16
+
+
+def test_a_batch_step_is_read_off_the_timed_steps() -> None:
+    assert step_at(16, CPU_STEP_S) == CPU_STEP_S[16]
+    assert CPU_STEP_S[16] < step_at(24, CPU_STEP_S) < CPU_STEP_S[32]
+    assert 0 < step_at(4, CPU_STEP_S) < CPU_STEP_S[8]  # below the narrowest, by its slope
+    assert step_at(3, {8: 0.04}) == 0.04  # one width timed: no slope to read
