@@ -89,16 +89,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     runners = await asyncio.to_thread(load_runners, settings)
     worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     session = aioboto3.Session()
+    aws = client_kwargs(settings, validate_parameters=False)
     async with AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(session.client("sqs", **client_kwargs(settings)))
-        dynamodb = await stack.enter_async_context(
-            session.client("dynamodb", **client_kwargs(settings))
-        )
+        sqs = await stack.enter_async_context(session.client("sqs", **aws))
+        dynamodb = await stack.enter_async_context(session.client("dynamodb", **aws))
         # The heartbeat's own clients: its calls never queue behind the worker's other traffic
         # for a connection (a burst of claims and stream flushes can hold every one of them).
         heartbeat = (
-            await stack.enter_async_context(session.client("sqs", **client_kwargs(settings))),
-            await stack.enter_async_context(session.client("dynamodb", **client_kwargs(settings))),
+            await stack.enter_async_context(session.client("sqs", **aws)),
+            await stack.enter_async_context(session.client("dynamodb", **aws)),
         )
         found = await call_aws_async(sqs.get_queue_url, QueueName=settings.queue_name)
         queue_url = found["QueueUrl"]

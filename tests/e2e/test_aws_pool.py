@@ -10,6 +10,7 @@ from typing import Any
 
 import aioboto3
 import pytest
+from botocore.exceptions import ClientError
 
 from headrace.core.aws import boto3_client, client_kwargs
 from headrace.core.settings import Settings
@@ -56,3 +57,22 @@ def test_the_workers_aioboto3_clients_get_the_same_limit() -> None:
             return int(sqs.meta.config.max_pool_connections)
 
     assert asyncio.run(limit()) == 48
+
+
+def test_without_client_side_validation_a_bad_request_is_still_refused(
+    moto_endpoint: str,
+) -> None:
+    """The worker skips botocore's parameter check for speed; the endpoint still refuses."""
+    settings = Settings(aws_endpoint_url=moto_endpoint)
+
+    async def refusal(validate: bool) -> BaseException:
+        kwargs = client_kwargs(settings, validate_parameters=validate)
+        async with aioboto3.Session().client("sqs", **kwargs) as sqs:
+            try:
+                await sqs.get_queue_url()  # QueueName is required
+            except Exception as e:
+                return e
+        raise AssertionError("the request was not refused")
+
+    assert type(asyncio.run(refusal(True))).__name__ == "ParamValidationError"
+    assert isinstance(asyncio.run(refusal(False)), ClientError)
