@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from worker.job_queue import RECEIVE_LIMIT, JobQueue
@@ -24,7 +26,8 @@ from worker.job_queue import RECEIVE_LIMIT, JobQueue
 # idle worker waits at most this long for the short poll of the batch queue that follows. While
 # the batch lane has a backlog (its last poll filled the room), the interactive queue is not
 # long-polled at all: a worker working through a backlog would otherwise idle this long between
-# receives.
+# receives. A batch lane found empty is not looked at again for as long while interactive work
+# keeps coming: under a stream of interactive jobs each receive would pay a second, empty call.
 BATCH_LOOK_SECONDS = 1
 REMEMBERED_RECEIPTS = 10_000
 
@@ -66,11 +69,14 @@ class LaneQueues:
         *,
         batch_share: float,
         origins: OrderedDict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interactive = interactive
         self.batch = batch
         self.share = BatchShare(batch_share)
         self._batch_backlog = False  # the batch lane's last poll filled all the room it had
+        self._batch_dry_at: float | None = None  # when a poll last found the batch lane empty
+        self._clock = clock
         # receipt handle -> the URL of the queue it came from (shared with `with_client` copies)
         self._origins: OrderedDict[str, str] = OrderedDict() if origins is None else origins
 
@@ -103,17 +109,24 @@ class LaneQueues:
         wait = min(wait_seconds, BATCH_LOOK_SECONDS) if idle else 0
         interactive = await self._take(self.interactive, room, wait, hide_seconds) if room else []
         room -= len(interactive)
-        spare_batch = await self._take(self.batch, room, 0, hide_seconds) if room else []
+        spare = room if not (interactive and self._batch_lately_dry()) else 0
+        spare_batch = await self._take(self.batch, spare, 0, hide_seconds) if spare else []
         # The batch lane's last poll answered all it could (a receive returns RECEIVE_LIMIT at
         # most): more waits there.
-        last_asked, last_got = (room, spare_batch) if room else (owed, owed_batch)
+        last_asked, last_got = (spare, spare_batch) if spare else (owed, owed_batch)
         self._batch_backlog = last_asked > 0 and len(last_got) == min(last_asked, RECEIVE_LIMIT)
+        if last_asked > 0:
+            self._batch_dry_at = None if self._batch_backlog else self._clock()
         self.share.took(
             interactive=len(interactive),
             batch=len(owed_batch) + len(spare_batch),
-            batch_asked=owed + room,
+            batch_asked=owed + spare,
         )
         return owed_batch + interactive + spare_batch
+
+    def _batch_lately_dry(self) -> bool:
+        dry_at = self._batch_dry_at
+        return dry_at is not None and self._clock() - dry_at < BATCH_LOOK_SECONDS
 
     async def _take(
         self, queue: JobQueue, count: int, wait_seconds: int, hide_seconds: int | None

@@ -125,3 +125,40 @@ def test_a_batch_backlog_is_received_without_long_polls_of_the_empty_interactive
     # The first look is a short long poll (nothing known yet); while the batch lane keeps
     # filling the room, none; once it ran dry, the idle worker long-polls again.
     assert interactive.waits == [BATCH_LOOK_SECONDS, 0, 0, BATCH_LOOK_SECONDS, BATCH_LOOK_SECONDS]
+
+
+class TrickleQueue(RecordingQueue):
+    """Gives one message a receive, as a queue does while its jobs arrive one by one."""
+
+    async def receive(
+        self, *, max_messages: int, wait_seconds: int, hide_seconds: int | None = None
+    ) -> list[dict[str, Any]]:
+        return await super().receive(max_messages=1, wait_seconds=wait_seconds)
+
+
+def test_an_empty_batch_lane_is_looked_at_once_a_second_while_interactive_jobs_trickle_in() -> None:
+    interactive, batch = TrickleQueue("interactive", 100), RecordingQueue("batch", 0)
+    now = [0.0]
+    lanes = LaneQueues(
+        cast(JobQueue, interactive), cast(JobQueue, batch), batch_share=0.1, clock=lambda: now[0]
+    )
+
+    async def receive(times: int) -> list[dict[str, Any]]:
+        taken = []
+        for _ in range(times):
+            taken += await lanes.receive(max_messages=8, wait_seconds=20)
+        return taken
+
+    assert len(asyncio.run(receive(5))) == 5
+    assert len(batch.waits) == 1  # found empty once, then left alone
+    batch.backlog = 3
+    now[0] = BATCH_LOOK_SECONDS - 0.01
+    assert [m["ReceiptHandle"] for m in asyncio.run(receive(1))] == ["interactive-94"]
+    now[0] = BATCH_LOOK_SECONDS  # a second on, the batch work that came is taken
+    taken = asyncio.run(receive(1))
+    assert len(taken) == 4 and len(batch.waits) == 2
+    # An idle worker (no interactive work came) always looks at the batch lane after its poll.
+    interactive.backlog = 0
+    batch.backlog = 0
+    asyncio.run(receive(2))
+    assert len(batch.waits) == 4
