@@ -162,11 +162,14 @@ class StreamPublisher:
         must not wait for the next flush: the job is final only once it is stored)."""
         if self._new_subscriptions or watch.ended.is_set():
             return
-        if self._followers:
-            delay = self.settings.load.interval(self.settings.flush_interval)
-        else:
-            interval = self.settings.unfollowed_flush_interval
-            delay = interval - time.monotonic() % interval
+        interval = (
+            self.settings.load.interval(self.settings.flush_interval)
+            if self._followers
+            else self.settings.unfollowed_flush_interval
+        )
+        # On a clock all of the worker's streams share: their flushes fall together, and go
+        # out together (one transaction, one chunk write; worker/stream_store.py).
+        delay = interval - time.monotonic() % interval
         self._attention.clear()
         waiters = [asyncio.ensure_future(e.wait()) for e in (self._attention, watch.ended)]
         try:
@@ -241,9 +244,7 @@ class StreamPublisher:
         await self._deliver(refresh=self._new_subscriptions)
 
     async def _store(self, new: NewEvents) -> None:
-        items = self._numbered(new)
-        await self.fence.commit(items)
-        await self.writer.put(items)
+        await self.fence.store(self._numbered(new), self.writer)
 
     def _numbered(self, new: NewEvents) -> list[Item]:
         """The new events numbered, appended to the stream, as chunk items."""

@@ -25,6 +25,7 @@ from headrace.core.tables.jobs import Item, JobRecord
 from worker.publisher import Post, StreamLoad, StreamPublisher, StreamSettings
 from worker.scheduler import Resume
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
+from worker.transactions import TransactionGroups
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class StreamOpener:
         self.aws = aws
         self._load = StreamLoad(settings.stream_flushes_per_second)
         self._writer = ChunkWriter(table=settings.table_name, dynamodb=dynamodb, aws=aws)
+        self._flushes = TransactionGroups(dynamodb=dynamodb, aws=aws)
         self.subscriber_watch = SubscriberWatch(
             table=settings.table_name,
             dynamodb=dynamodb,
@@ -94,6 +96,7 @@ class StreamOpener:
             dynamodb=self.dynamodb,
             aws=self.aws,
             expires_at=expires_at,
+            flushes=self._flushes,
         )
         kwargs: dict[str, Any] = {
             "request_id": job.request_id,

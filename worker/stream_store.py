@@ -11,6 +11,11 @@ condition). The rest would cost a BatchWriteItem per flush and a Query per subsc
 per job; with dozens of jobs decoding at once those calls add up (and locally every one of them
 is CPU taken from the decoder), so the worker pools them:
 
+- Flushes of many streams go out as one transaction when the fence is given the worker's
+  `TransactionGroups` (worker/transactions.py): each stream's head commit with its chunk
+  items, one call for the streams flushing at once rather than a conditional write each. A
+  flush the group could not store goes the ordinary way (commit, then the chunk writer),
+  which tells a lost lease from a write that went through.
 - `ChunkWriter` is a group commit: chunks put while a write is in flight go out together in
   the next BatchWriteItem (25 items a call), and each caller returns once its chunks are stored.
 - `SubscriberWatch` reads the `subscriptions` counter of every running job with one
@@ -34,6 +39,7 @@ from headrace.core.errors import ConditionFailed, HeadraceError
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import Item
 from worker.lifecycle import LeaseLost
+from worker.transactions import TransactionGroups
 
 logger = logging.getLogger("headrace.stream")
 
@@ -59,6 +65,8 @@ class StreamFence:
     expires_at: int
     # The next seq the head holds. None: a first attempt, whose first commit creates the head.
     committed: int | None = None
+    # The worker's group commit of flushes (None: each flush commits and stores on its own).
+    flushes: TransactionGroups | None = None
 
     async def open(self) -> stream_table.StreamHead:
         """Take the stream over for this epoch (a retried job): the head as it was then.
@@ -90,12 +98,27 @@ class StreamFence:
                     raise LeaseLost("the stream was taken over by a later attempt") from None
             self.committed = (self.committed or 0) + len(part)
 
+    async def store(self, items: list[Item], writer: ChunkWriter) -> None:
+        """Commit and store chunk items, the next seqs in order: with other streams' flushes
+        when there is a group, else (or if the group's transaction did not go through) the
+        commit, then `writer`. Raises LeaseLost if the stream is no longer this epoch's."""
+        if self.flushes is not None and self._fits_one_transaction(items):
+            actions = stream_table.flush_actions(self._commit_of(items), items)
+            if await self.flushes.write(actions):
+                self.advance(len(items))
+                return
+        await self.commit(items)
+        await writer.put(items)
+
     def last_flush(self, items: list[Item]) -> list[dict[str, Any]] | None:
         """The commit of a stream's last flush as transaction actions (stored with the job's
         final state, then `advance`d past); None if it needs more than one transaction."""
-        if len(items) > TRANSACTION_LIMIT - 2 or len(_parts(items)) > 1:
+        if not self._fits_one_transaction(items):
             return None
         return stream_table.last_flush_actions(self._commit_of(items), items)
+
+    def _fits_one_transaction(self, items: list[Item]) -> bool:
+        return len(items) <= TRANSACTION_LIMIT - 2 and len(_parts(items)) == 1
 
     def _commit_of(self, items: list[Item]) -> dict[str, Any]:
         """The head's commit of `items`, the next seqs from what is committed."""

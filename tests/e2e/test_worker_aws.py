@@ -1,5 +1,6 @@
 """The worker's pooled AWS traffic, against a real moto server and the template's resources:
-the shared chunk writer and the subscriber watch."""
+the shared chunk writer, the flushes of many streams in one transaction, and the subscriber
+watch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
 from tests.e2e.worker_aws_support import CountingAws, chunk, fresh_resources, run
-from worker.stream_store import ChunkWriter, SubscriberWatch
+from worker.lifecycle import LeaseLost
+from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
+from worker.transactions import TransactionGroups
 
 REQUEST = CompletionRequest(prompt="x", max_new_tokens=4)
 
@@ -49,6 +52,54 @@ def test_chunks_of_many_streams_share_batch_writes(
     aws, stored = run(moto_endpoint, body)
     assert stored == [2] * 30  # every chunk was stored before its put returned
     assert aws.calls == {"batch_write_item": 3}  # 60 items, 25 a call
+
+
+def test_flushes_of_many_streams_share_transactions_and_a_fenced_out_one_fails_alone(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    table = resources.table_name
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+
+    async def body(
+        dynamodb: Any, sqs: Any
+    ) -> tuple[dict[str, int], list[Any], list[tuple[int, int]]]:
+        aws = CountingAws()
+        writer = ChunkWriter(table=table, dynamodb=dynamodb, aws=aws)
+        groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
+        fences = [
+            StreamFence(table, r, 1, dynamodb, aws, expires_at=0, flushes=groups) for r in ids
+        ]
+        # 30 streams flush at the same moment, on the shared clock: two chunks each.
+        await asyncio.gather(
+            *(
+                f.store([chunk(table, f.request_id, 0), chunk(table, f.request_id, 1)], writer)
+                for f in fences
+            )
+        )
+        calls = dict(aws.calls)
+        # A later attempt takes the first stream over; its old writer's next flush, made with
+        # the others', is refused alone.
+        await dynamodb.update_item(
+            **stream_table.open_stream_head(table, request_id=ids[0], epoch=2, expires_at=0)
+        )
+        outcomes = await asyncio.gather(
+            *(f.store([chunk(table, f.request_id, 2)], writer) for f in fences),
+            return_exceptions=True,
+        )
+        heads = []
+        for request_id in ids:
+            head = await dynamodb.get_item(**stream_table.get_stream_head(table, request_id))
+            answer = await dynamodb.query(**stream_table.query_chunks(table, request_id))
+            heads.append(
+                (stream_table.StreamHead.from_item(head["Item"]).next_seq, len(answer["Items"]))
+            )
+        return calls, outcomes, heads
+
+    calls, outcomes, heads = run(moto_endpoint, body)
+    # 90 actions: the first flush alone, then the others as one transaction or two.
+    assert set(calls) == {"transact_write_items"} and calls["transact_write_items"] <= 3, calls
+    assert isinstance(outcomes[0], LeaseLost) and outcomes[1:] == [None] * 29
+    assert heads == [(2, 2)] + [(3, 3)] * 29
 
 
 def test_a_failed_write_fails_the_puts_it_carried(

@@ -136,11 +136,16 @@ def commit_flush(
     }
 
 
-def last_flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[str, Any]]:
-    """The last flush as TransactWriteItems actions, committed with the job's final state:
-    its head commit (`commit_flush` of these items) and the chunk items themselves, so the
-    job is final exactly when its whole stream is stored. The head is marked WITH_RESULT."""
+def flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[str, Any]]:
+    """A flush as TransactWriteItems actions: its head commit (`commit_flush` of these items)
+    and the chunk items themselves, stored together or not at all."""
     table = commit["TableName"]
+    return [{"Update": commit}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
+
+
+def last_flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[str, Any]]:
+    """The last flush's actions (`flush_actions`), committed with the job's final state, so the
+    job is final exactly when its whole stream is stored. The head is marked WITH_RESULT."""
     marked = {
         **commit,
         "UpdateExpression": f"{commit['UpdateExpression']}, {WITH_RESULT} = :with_result",
@@ -149,7 +154,7 @@ def last_flush_actions(commit: dict[str, Any], items: list[Item]) -> list[dict[s
             ":with_result": {"BOOL": True},
         },
     }
-    return [{"Update": marked}, *({"Put": {"TableName": table, "Item": item}} for item in items)]
+    return flush_actions(marked, items)
 
 
 def get_stream_head(table: str, request_id: str) -> dict[str, Any]:
