@@ -3,11 +3,12 @@ subscriber watch that all of a worker's streams share.
 
 - `StreamFence` commits each flush of one job's stream to the stream's head item, conditional on
   the writer's lease epoch and the next seq (headrace.core.tables.streams): a worker whose job
-  was taken over commits nothing, and no seq is committed twice. Only then are the chunks
-  stored as items: every chunk item holds what its seq was committed as, whoever stores it.
+  was taken over commits nothing, and no seq is committed twice. The chunks are stored as
+  items in the same transaction, or (when a flush goes on its own) only after the commit:
+  every chunk item holds what its seq was committed as, whoever stores it.
 
-The fence is one conditional write per flush of each job (a BatchWriteItem carries no
-condition). The rest would cost a BatchWriteItem per flush and a Query per subscriber check
+Alone, the fence is one conditional write per flush of each job (a BatchWriteItem carries no
+condition), and the rest would cost a BatchWriteItem per flush and a Query per subscriber check
 per job; with dozens of jobs decoding at once those calls add up (and locally every one of them
 is CPU taken from the decoder), so the worker pools them:
 
