@@ -1,9 +1,10 @@
 """The worker's loop: receive, claim, decode, finish, delete; heartbeat and presence beside it.
 
 SQS is at-least-once, so every job moves only through conditional writes
-(worker/lifecycle.py): a duplicate delivery of a finished job is deleted, one leased by a live
-worker is left for later (spending none of the job's attempts), and only the worker that holds
-the job's lease, in the epoch it claimed, can write anything of it, its stream included.
+(worker/lifecycle.py): a duplicate delivery of a finished job is deleted (once its stored
+stream is posted to its followers), one leased by a live worker is left for later (spending
+none of the job's attempts), and only the worker that holds the job's lease, in the epoch it
+claimed, can write anything of it, its stream included.
 The rooms: receiving (worker/intake.py), the queue (worker/job_queue.py), the job's record
 (worker/lifecycle.py), the heartbeat (worker/leases.py), presence (worker/presence.py), the
 job's stream (worker/stream_opener.py), ending a job without a result (worker/endings.py) and
@@ -32,7 +33,7 @@ from worker.intake import Intake
 from worker.job_queue import JobQueue
 from worker.lanes import LaneQueues
 from worker.leases import Leases
-from worker.lifecycle import JobLifecycle, LeaseLost, NotClaimed, Stored, ToEnd
+from worker.lifecycle import AlreadyFinal, JobLifecycle, LeaseLost, NotClaimed, Stored, ToEnd
 from worker.presence import Presence
 from worker.progress import ProgressSignal, Watch
 from worker.publisher import Post, StreamPublisher
@@ -201,10 +202,11 @@ class QueueConsumer:
         claim = await self.lifecycle.claim(job)
         if isinstance(claim, NotClaimed):
             arrival.done()
-            if claim.retry_in is None:
-                await self.queue.delete(receipt)
-            else:
-                await self.queue.set_visibility(receipt, claim.retry_in)
+            await self.queue.set_visibility(receipt, claim.retry_in)
+            return
+        if isinstance(claim, AlreadyFinal):
+            arrival.done()
+            await self.endings.deliver_ended(job, claim.record, receipt)
             return
         record = claim.record if isinstance(claim, ToEnd) else claim
         visible_at = received_at + self.settings.visibility_timeout_seconds

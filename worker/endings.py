@@ -115,6 +115,19 @@ class JobEndings:
             await self.queue.delete(receipt)
         await publisher.sweep(stored.subscriptions)
 
+    async def deliver_ended(self, job: JobMessage, record: JobRecord, receipt: str) -> None:
+        """A leftover message of a final job (AlreadyFinal): its stream's stored events posted to
+        the job's followers, then the message deleted. The worker that ended the job may have
+        died between its final write and its last posts; followers drop seqs they already have."""
+        if record.subscriptions:
+            try:
+                publisher = await self.streams.open_ended(job, record)
+                await publisher.catch_up()
+            except HeadraceError as e:
+                # The result is stored; a follower can still subscribe again for the rest.
+                logger.warning("could not deliver the ended stream: %s", e.detail)
+        await self.queue.delete(receipt)
+
     async def end_halted(
         self, record: JobRecord, receipt: str | None, opened: OpenedStream, status: JobStatus
     ) -> None:

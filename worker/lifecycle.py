@@ -41,9 +41,18 @@ class LeaseLost(HeadraceError):
 @dataclass(frozen=True)
 class NotClaimed:
     """The job is not this worker's to run now. Its message should show again in `retry_in`
-    seconds; None: never, the job is final (delete the message)."""
+    seconds."""
 
-    retry_in: int | None
+    retry_in: int
+
+
+@dataclass(frozen=True)
+class AlreadyFinal:
+    """The job is final and its message a leftover: the worker that ended it may have died
+    after the final write, before it deleted the message or posted the stream's last events
+    to the job's followers (worker/endings.py delivers them)."""
+
+    record: JobRecord
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class JobLifecycle:
 
     # ---- claiming ---------------------------------------------------------------------------
 
-    async def claim(self, job: JobMessage) -> JobRecord | ToEnd | NotClaimed:
+    async def claim(self, job: JobMessage) -> JobRecord | ToEnd | NotClaimed | AlreadyFinal:
         """Leased to this worker for a new attempt (its record as the claim left it), leased
         only to end it (ToEnd), or why not."""
         item = await self.claims.update(
@@ -130,11 +139,11 @@ class JobLifecycle:
             return NotClaimed(retry_in=1)
         return self._took(claimed)
 
-    async def _claim_held(self, record: JobRecord) -> JobRecord | ToEnd | NotClaimed:
+    async def _claim_held(self, record: JobRecord) -> JobRecord | ToEnd | NotClaimed | AlreadyFinal:
         """The claim of a job that is not simply waiting: final, running, or out of attempts."""
         if record.status.is_final:
             logger.info("duplicate delivery of a finished job; deleting the message")
-            return NotClaimed(retry_in=None)
+            return AlreadyFinal(record)
         if record.status is JobStatus.RUNNING and record.lease_owner == self.worker_id:
             if record.request_id in self._mine:
                 logger.info("duplicate delivery of a job this worker runs")

@@ -87,6 +87,38 @@ class StreamOpener:
     async def open(self, job: JobMessage, record: JobRecord) -> OpenedStream:
         """The job's stream for this worker's lease epoch. Raises LeaseLost if a later epoch
         took the stream over first."""
+        fence, kwargs = self._publisher_parts(job, record)
+        # Epoch 1 is the job's first claim: no stream can exist yet.
+        chunks = await self._take_over(fence) if record.epoch > 1 else []
+        publisher = StreamPublisher.resumed(chunks, **kwargs)
+        publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
+        if chunks and chunks[-1].event.is_last:
+            return OpenedStream(publisher, None, chunks[-1].event)
+        resume = None
+        if chunks:
+            resume = Resume(
+                token_ids=[i for c in chunks for i in c.token_ids],
+                tokens=[
+                    c.event.output.token for c in chunks if c.event.output and c.event.output.token
+                ],
+            )
+        return OpenedStream(publisher, resume, None)
+
+    async def open_ended(self, job: JobMessage, record: JobRecord) -> StreamPublisher:
+        """The stream of a job that is final, only to deliver what it stored: nothing more is
+        written to it, so it is read as it is, not taken over (the final write stored its last
+        flush, so every chunk is there)."""
+        _, kwargs = self._publisher_parts(job, record)
+        stored = await self._stored_items(job.request_id)
+        chunks: list[stream_table.StoredChunk] = []
+        while len(chunks) in stored:
+            chunks.append(stream_table.StoredChunk.from_item(stored[len(chunks)]))
+        return StreamPublisher.resumed(chunks, **kwargs)
+
+    def _publisher_parts(
+        self, job: JobMessage, record: JobRecord
+    ) -> tuple[StreamFence, dict[str, Any]]:
+        """The job's fence for this lease epoch and the rest of what its publisher is made of."""
         settings = self.settings
         expires_at = int(self.clock()) + settings.job_ttl_seconds
         fence = StreamFence(
@@ -116,21 +148,7 @@ class StreamOpener:
             "fence": fence,
             "event_per_token": bool(job.request.return_token_log_probs),
         }
-        # Epoch 1 is the job's first claim: no stream can exist yet.
-        chunks = await self._take_over(fence) if record.epoch > 1 else []
-        publisher = StreamPublisher.resumed(chunks, **kwargs)
-        publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
-        if chunks and chunks[-1].event.is_last:
-            return OpenedStream(publisher, None, chunks[-1].event)
-        resume = None
-        if chunks:
-            resume = Resume(
-                token_ids=[i for c in chunks for i in c.token_ids],
-                tokens=[
-                    c.event.output.token for c in chunks if c.event.output and c.event.output.token
-                ],
-            )
-        return OpenedStream(publisher, resume, None)
+        return fence, kwargs
 
     async def _take_over(self, fence: StreamFence) -> list[stream_table.StoredChunk]:
         """What earlier attempts committed, every chunk of it stored."""

@@ -3,13 +3,16 @@ a lost worker's job and stream written as it left them, and readers of what got 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 import boto3
 import ctranslate2
 from tokenizers import Tokenizer
@@ -33,6 +36,47 @@ LEASE_SETTINGS = {
     "HEADRACE_STREAM_UNFOLLOWED_FLUSH_MS": "200",
 }
 LOST_WORKER = "lost-worker"  # never had a lease: its jobs are free to take over
+
+Frame = dict[str, Any]
+
+
+class Follower:
+    """A WebSocket client following one job from seq 0, in a thread of its own: every frame
+    it gets, copies included."""
+
+    def __init__(self, stack: LocalStack, request_id: str) -> None:
+        self.stack = stack
+        self.request_id = request_id
+        self.frames: list[Frame] = []
+        self.subscribed = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._follow()), daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the follower never got the last event"
+
+    async def _follow(self) -> None:
+        headers = {"x-api-key": self.stack.api_key}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(self.stack.ws_url, headers=headers) as ws,
+        ):
+            subscribe = {"action": "subscribe", "request_id": self.request_id, "from_seq": 0}
+            await ws.send_str(json.dumps(subscribe))
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                message = await ws.receive(timeout=deadline - time.monotonic())
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    return  # closed: join() tells whether the last event came
+                frame: Frame = json.loads(message.data)
+                if frame.get("type") == "accepted":
+                    self.subscribed.set()
+                if frame.get("request_id") != self.request_id or "seq" not in frame:
+                    continue
+                self.frames.append(frame)
+                if frame.get("error") or (frame.get("output") or {}).get("finished"):
+                    return
 
 
 def lease_stack(
@@ -191,18 +235,7 @@ def store_lost_stream(
 ) -> None:
     """`chunks` as the lost worker of `epoch` left them: all committed to the stream's head, all
     but the last stored as chunk items (it died between the two)."""
-    items = []
-    for seq, chunk in enumerate(chunks):
-        event = chunk.event.model_copy(update={"request_id": request_id, "seq": seq})
-        put = stream_table.put_chunk(
-            table,
-            request_id=request_id,
-            event=event,
-            token_ids=chunk.token_ids,
-            expires_at=int(time.time()) + 3600,
-            epoch=epoch,
-        )
-        items.append(put["Item"])
+    items = [_chunk_put(table, request_id, seq, c, epoch)["Item"] for seq, c in enumerate(chunks)]
     for item in items[:-1]:
         aws.dynamodb.put_item(TableName=table, Item=item)
     aws.dynamodb.put_item(
@@ -213,6 +246,41 @@ def store_lost_stream(
             "next_seq": {"N": str(len(items))},
             "tail": {"S": json.dumps(items[-1:])},
         },
+    )
+
+
+def store_ended_stream(
+    aws: AwsClients,
+    table: str,
+    request_id: str,
+    chunks: list[stream_table.StoredChunk],
+    *,
+    epoch: int,
+) -> None:
+    """`chunks` as the worker of `epoch` that ended the job stored them: every one a chunk item,
+    the stream's head past the last."""
+    for seq, chunk in enumerate(chunks):
+        aws.dynamodb.put_item(**_chunk_put(table, request_id, seq, chunk, epoch))
+    aws.dynamodb.put_item(
+        TableName=table,
+        Item={
+            **stream_table.stream_head_key(request_id),
+            "epoch": {"N": str(epoch)},
+            "next_seq": {"N": str(len(chunks))},
+        },
+    )
+
+
+def _chunk_put(
+    table: str, request_id: str, seq: int, chunk: stream_table.StoredChunk, epoch: int
+) -> dict[str, Any]:
+    return stream_table.put_chunk(
+        table,
+        request_id=request_id,
+        event=chunk.event.model_copy(update={"request_id": request_id, "seq": seq}),
+        token_ids=chunk.token_ids,
+        expires_at=int(time.time()) + 3600,
+        epoch=epoch,
     )
 
 

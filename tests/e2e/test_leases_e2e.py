@@ -1,7 +1,8 @@
 """Leases, attempts and the dead-letter queue against the local stack: a job's attempts are
 counted by the worker, a live lease costs none, a job out of attempts ends FAILED with the
-reason, a retry after every token was streamed ends with exactly them, and no dead-lettered
-message leaves its job unfinished.
+reason, a retry after every token was streamed ends with exactly them, a follower of a job whose
+worker died right after its final write still gets the last events, and no dead-lettered message
+leaves its job unfinished.
 
 The lost worker of each test is written into the table as it would have left things (job record,
 stream head and chunks): the moment it died at is then exact, not a race with a kill."""
@@ -23,6 +24,8 @@ from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
 from tests.e2e.lease_support import (
     LEASE_PARAMETERS,
+    LOST_WORKER,
+    Follower,
     assert_one_stream,
     aws_clients,
     greedy_text,
@@ -31,6 +34,7 @@ from tests.e2e.lease_support import (
     messages_left,
     record_job,
     send,
+    store_ended_stream,
     store_lost_stream,
     stored_events,
     stored_items,
@@ -115,6 +119,67 @@ def test_a_job_whose_worker_died_after_streaming_every_token_ends_with_exactly_t
     else:
         assert log.count("decoding") == 1 and "job succeeded" in log
     wait_until(lambda: queues_drained(aws, stack), 20, "the queues to drain")
+
+
+def test_a_follower_gets_the_last_events_of_a_worker_killed_right_after_its_final_write(
+    api: Api, aws: AwsClients, stack: LocalStack, table: str
+) -> None:
+    # Its worker stored the job's final state (the last flush with the result, one
+    # transaction) and died before it posted that flush to the follower or deleted the message.
+    job = record_job(aws, stack, {"prompt": "Ended", "max_new_tokens": 3}, attempts=1)
+    follower = Follower(stack, job.request_id)
+    assert follower.subscribed.wait(30), "the subscribe was never accepted"
+    (subscription,) = aws.dynamodb.query(**stream_table.query_subscriptions(table, job.request_id))[
+        "Items"
+    ]
+    aws.dynamodb.update_item(  # the lost worker delivered to it (nothing posted yet)
+        **stream_table.attach_subscription(
+            table,
+            request_id=job.request_id,
+            connection_id=subscription["connection_id"]["S"],
+            attacher=f"{LOST_WORKER}#1",
+        )
+    )
+    texts = ["t0", "t1", "t2"]
+    chunks = [
+        stream_table.StoredChunk(
+            StreamEvent(
+                request_id=None,
+                output=StreamOutput(
+                    text=text,
+                    finished=i == len(texts) - 1,
+                    num_prompt_tokens=1 if i == len(texts) - 1 else None,
+                    num_completion_tokens=i + 1,
+                ),
+            ),
+            [100 + i],
+        )
+        for i, text in enumerate(texts)
+    ]
+    store_ended_stream(aws, table, job.request_id, chunks, epoch=1)
+    aws.dynamodb.update_item(
+        **lease_table.finish_job(
+            table,
+            request_id=job.request_id,
+            worker_id=LOST_WORKER,
+            epoch=1,
+            now=time.time(),
+            output={"text": "".join(texts), "num_prompt_tokens": 1, "num_completion_tokens": 3},
+        )
+    )
+    send(aws, stack, job)
+
+    follower.join(30)
+
+    assert [f["seq"] for f in follower.frames] == [0, 1, 2]
+    assert "".join(f["output"]["text"] for f in follower.frames) == "".join(texts)
+    assert follower.frames[-1]["output"]["finished"] is True
+    wait_until(lambda: queues_drained(aws, stack), 20, "the message to be deleted")
+    log = messages(stack.worker_log(0), job.request_id)
+    assert "duplicate delivery of a finished job; deleting the message" in log
+    assert "decoding" not in log
+    _, view = api.call("GET", f"/v1/llm/completions/{job.request_id}")
+    assert (view["status"], view["output"]["text"]) == ("SUCCEEDED", "".join(texts))
 
 
 def test_a_receive_of_a_job_leased_to_a_live_worker_spends_no_attempt(

@@ -4,22 +4,19 @@ FAILED with the reason, not RUNNING forever."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from headrace.core.tables import streams as stream_table
 from headrace.dev.stack import LocalStack
 from infra.provision import AwsClients
 from tests.e2e.lease_support import (
+    Follower,
     assert_one_stream,
     aws_clients,
     decoding_job,
@@ -34,45 +31,7 @@ from tests.e2e.lease_support import (
 )
 from tests.e2e.support import Api
 
-Frame = dict[str, Any]
 LOST = "this worker writes nothing more of the job"
-
-
-class Follower:
-    """A WebSocket client following one job from seq 0, in a thread of its own: every frame
-    it gets, copies included."""
-
-    def __init__(self, stack: LocalStack, request_id: str) -> None:
-        self.stack = stack
-        self.request_id = request_id
-        self.frames: list[Frame] = []
-        self.subscribed = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._follow()), daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the follower never got the last event"
-
-    async def _follow(self) -> None:
-        headers = {"x-api-key": self.stack.api_key}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(self.stack.ws_url, headers=headers) as ws,
-        ):
-            subscribe = {"action": "subscribe", "request_id": self.request_id, "from_seq": 0}
-            await ws.send_str(json.dumps(subscribe))
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                message = await ws.receive(timeout=deadline - time.monotonic())
-                frame: Frame = json.loads(message.data)
-                if frame.get("type") == "accepted":
-                    self.subscribed.set()
-                if frame.get("request_id") != self.request_id or "seq" not in frame:
-                    continue
-                self.frames.append(frame)
-                if frame.get("error") or (frame.get("output") or {}).get("finished"):
-                    return
 
 
 def noted_seq(aws: AwsClients, table: str, request_id: str) -> int:
