@@ -16,7 +16,7 @@ from typing import Any
 import aioboto3
 import aiohttp
 
-from headrace.core.aws import boto3_client, client_kwargs
+from headrace.core.aws import boto3_client, client_kwargs, fixed_user_agent
 from headrace.core.aws_calls import call_aws_async
 from headrace.core.errors import HeadraceError, ModelLoadError
 from headrace.core.logs import configure_logging
@@ -89,7 +89,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     runners = await asyncio.to_thread(load_runners, settings)
     worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     session = aioboto3.Session()
-    aws = client_kwargs(settings, validate_parameters=False)
+    aws = client_kwargs(settings, validate_parameters=False, user_agent=fixed_user_agent("worker"))
     async with AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(session.client("sqs", **aws))
         dynamodb = await stack.enter_async_context(session.client("dynamodb", **aws))

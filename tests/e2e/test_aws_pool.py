@@ -12,7 +12,7 @@ import aioboto3
 import pytest
 from botocore.exceptions import ClientError
 
-from headrace.core.aws import boto3_client, client_kwargs
+from headrace.core.aws import boto3_client, client_kwargs, fixed_user_agent
 from headrace.core.settings import Settings
 
 THREADS = 16
@@ -76,3 +76,23 @@ def test_without_client_side_validation_a_bad_request_is_still_refused(
 
     assert type(asyncio.run(refusal(True))).__name__ == "ParamValidationError"
     assert isinstance(asyncio.run(refusal(False)), ClientError)
+
+
+def test_a_fixed_user_agent_is_what_the_endpoint_gets(moto_endpoint: str) -> None:
+    """The worker's clients send a User-Agent composed once, not botocore's per request."""
+    settings = Settings(aws_endpoint_url=moto_endpoint)
+    sent: list[str] = []
+
+    async def call(user_agent: str | None) -> None:
+        kwargs = client_kwargs(settings, user_agent=user_agent)
+        async with aioboto3.Session().client("sqs", **kwargs) as sqs:
+            sqs.meta.events.register(
+                "before-send.sqs.ListQueues",
+                lambda request, **_: sent.append(request.headers["User-Agent"].decode()),
+            )
+            await sqs.list_queues()
+
+    asyncio.run(call(fixed_user_agent("worker")))
+    asyncio.run(call(None))
+    assert sent[0].startswith(fixed_user_agent("worker") + " ")
+    assert not sent[1].startswith(fixed_user_agent("worker")), sent[1]
