@@ -232,43 +232,22 @@ def store_lost_stream(
     chunks: list[stream_table.StoredChunk],
     *,
     epoch: int,
+    ended: bool = False,
 ) -> None:
     """`chunks` as the lost worker of `epoch` left them: all committed to the stream's head, all
-    but the last stored as chunk items (it died between the two)."""
+    but the last stored as chunk items (it died between the two); or, `ended`, every one stored
+    (its last flush went with the job's final state, one transaction)."""
     items = [_chunk_put(table, request_id, seq, c, epoch)["Item"] for seq, c in enumerate(chunks)]
-    for item in items[:-1]:
+    for item in items if ended else items[:-1]:
         aws.dynamodb.put_item(TableName=table, Item=item)
-    aws.dynamodb.put_item(
-        TableName=table,
-        Item={
-            **stream_table.stream_head_key(request_id),
-            "epoch": {"N": str(epoch)},
-            "next_seq": {"N": str(len(items))},
-            "tail": {"S": json.dumps(items[-1:])},
-        },
-    )
-
-
-def store_ended_stream(
-    aws: AwsClients,
-    table: str,
-    request_id: str,
-    chunks: list[stream_table.StoredChunk],
-    *,
-    epoch: int,
-) -> None:
-    """`chunks` as the worker of `epoch` that ended the job stored them: every one a chunk item,
-    the stream's head past the last."""
-    for seq, chunk in enumerate(chunks):
-        aws.dynamodb.put_item(**_chunk_put(table, request_id, seq, chunk, epoch))
-    aws.dynamodb.put_item(
-        TableName=table,
-        Item={
-            **stream_table.stream_head_key(request_id),
-            "epoch": {"N": str(epoch)},
-            "next_seq": {"N": str(len(chunks))},
-        },
-    )
+    head = {
+        **stream_table.stream_head_key(request_id),
+        "epoch": {"N": str(epoch)},
+        "next_seq": {"N": str(len(items))},
+    }
+    if not ended:
+        head["tail"] = {"S": json.dumps(items[-1:])}
+    aws.dynamodb.put_item(TableName=table, Item=head)
 
 
 def _chunk_put(

@@ -34,7 +34,6 @@ from tests.e2e.lease_support import (
     messages_left,
     record_job,
     send,
-    store_ended_stream,
     store_lost_stream,
     stored_events,
     stored_items,
@@ -156,7 +155,7 @@ def test_a_follower_gets_the_last_events_of_a_worker_killed_right_after_its_fina
         )
         for i, text in enumerate(texts)
     ]
-    store_ended_stream(aws, table, job.request_id, chunks, epoch=1)
+    store_lost_stream(aws, table, job.request_id, chunks, epoch=1, ended=True)
     aws.dynamodb.update_item(
         **lease_table.finish_job(
             table,
