@@ -32,7 +32,8 @@ from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
 
-# How much a follower may be sent again after a worker loss: a write per follower this often.
+# How much a follower may be sent again after a worker loss: a note per follower this often,
+# written with the stream's next flush.
 _RECORD_DELIVERED_SECONDS = 2.0
 
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
@@ -103,6 +104,8 @@ class StreamPublisher:
     _encoded: list[bytes] = field(default_factory=list)
     # The job's last flush, numbered but not committed: stored with its result (`last_flush`).
     _held_last: list[Item] | None = None
+    # Per follower, the last seq posted to it that is due to be noted (`_record_delivered`).
+    _notes: dict[str, int] = field(default_factory=dict)
 
     @property
     def next_seq(self) -> int:
@@ -244,7 +247,18 @@ class StreamPublisher:
         await self._deliver(refresh=self._new_subscriptions)
 
     async def _store(self, new: NewEvents) -> None:
-        await self.fence.store(self._numbered(new), self.writer)
+        notes, self._notes = self._notes, {}
+        updates = [
+            stream_table.record_delivered(
+                self.settings.table, request_id=self.request_id, connection_id=c, seq=seq
+            )
+            for c, seq in notes.items()
+        ]
+        if not await self.fence.store(self._numbered(new), self.writer, updates):
+            for update in updates:  # the flush went the ordinary way: so do they
+                # ConditionFailed: the subscription went away with its connection.
+                with contextlib.suppress(ConditionFailed):
+                    await self.aws(self.dynamodb.update_item, **update)
 
     def _numbered(self, new: NewEvents) -> list[Item]:
         """The new events numbered, appended to the stream, as chunk items."""
@@ -322,36 +336,28 @@ class StreamPublisher:
             follower.next_index += 1
             sent = True
         if sent:
-            await self._record_delivered(connection_id, follower)
+            self._record_delivered(connection_id, follower)
 
     def _data(self, index: int) -> bytes:
         while len(self._encoded) <= index:
             self._encoded.append(self.events[len(self._encoded)].model_dump_json().encode())
         return self._encoded[index]
 
-    async def _record_delivered(self, connection_id: str, follower: _Follower) -> None:
-        """Written every few seconds at most: after a loss, a worker taking over posts again
-        only what was posted since. A write per post would cost more than the post, and one
-        for the last event would only spare a resend in the moment between that post and
-        the final write (a job that is final is not taken over)."""
+    def _record_delivered(self, connection_id: str, follower: _Follower) -> None:
+        """Noted every few seconds at most, with the stream's next flush (no call of its own):
+        after a loss, a worker taking over posts again only what was posted since. A note per
+        post would cost more than the post, and one for the last event would only spare a
+        resend in the moment between that post and the final write (a job that is final is
+        not taken over)."""
         now = time.monotonic()
         if now - follower.recorded_at < _RECORD_DELIVERED_SECONDS:
             return
         follower.recorded_at = now
-        # ConditionFailed: the subscription went away with its connection.
-        with contextlib.suppress(ConditionFailed):
-            await self.aws(
-                self.dynamodb.update_item,
-                **stream_table.record_delivered(
-                    self.settings.table,
-                    request_id=self.request_id,
-                    connection_id=connection_id,
-                    seq=follower.next_index - 1,
-                ),
-            )
+        self._notes[connection_id] = follower.next_index - 1
 
     async def _drop(self, connection_id: str) -> None:
         self._followers.pop(connection_id, None)
+        self._notes.pop(connection_id, None)
         logger.info(
             "connection gone; no longer streaming to it", extra={"connection": connection_id}
         )

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,17 +99,24 @@ class StreamFence:
                     raise LeaseLost("the stream was taken over by a later attempt") from None
             self.committed = (self.committed or 0) + len(part)
 
-    async def store(self, items: list[Item], writer: ChunkWriter) -> None:
+    async def store(
+        self, items: list[Item], writer: ChunkWriter, notes: Sequence[dict[str, Any]] = ()
+    ) -> bool:
         """Commit and store chunk items, the next seqs in order: with other streams' flushes
         when there is a group, else (or if the group's transaction did not go through) the
-        commit, then `writer`. Raises LeaseLost if the stream is no longer this epoch's."""
-        if self.flushes is not None and self._fits_one_transaction(items):
+        commit, then `writer`. Raises LeaseLost if the stream is no longer this epoch's.
+
+        `notes` (conditional updates of the stream's subscriptions: what was posted to each)
+        go in the same transaction; True if they did. Otherwise they are not written (a note
+        whose subscription went away fails the transaction, which the ordinary writes follow)."""
+        if self.flushes is not None and self._fits_one_transaction(items, len(notes)):
             actions = stream_table.flush_actions(self._commit_of(items), items)
-            if await self.flushes.write(actions):
+            if await self.flushes.write([*actions, *({"Update": n} for n in notes)]):
                 self.advance(len(items))
-                return
+                return True
         await self.commit(items)
         await writer.put(items)
+        return not notes
 
     def last_flush(self, items: list[Item]) -> list[dict[str, Any]] | None:
         """The commit of a stream's last flush as transaction actions (stored with the job's
@@ -118,8 +125,8 @@ class StreamFence:
             return None
         return stream_table.last_flush_actions(self._commit_of(items), items)
 
-    def _fits_one_transaction(self, items: list[Item]) -> bool:
-        return len(items) <= TRANSACTION_LIMIT - 2 and len(_parts(items)) == 1
+    def _fits_one_transaction(self, items: list[Item], others: int = 0) -> bool:
+        return len(items) + others <= TRANSACTION_LIMIT - 2 and len(_parts(items)) == 1
 
     def _commit_of(self, items: list[Item]) -> dict[str, Any]:
         """The head's commit of `items`, the next seqs from what is committed."""

@@ -98,8 +98,77 @@ def test_flushes_of_many_streams_share_transactions_and_a_fenced_out_one_fails_a
     calls, outcomes, heads = run(moto_endpoint, body)
     # 90 actions: the first flush alone, then the others as one transaction or two.
     assert set(calls) == {"transact_write_items"} and calls["transact_write_items"] <= 3, calls
-    assert isinstance(outcomes[0], LeaseLost) and outcomes[1:] == [None] * 29
+    assert isinstance(outcomes[0], LeaseLost) and outcomes[1:] == [True] * 29
     assert heads == [(2, 2)] + [(3, 3)] * 29
+
+
+def test_delivery_notes_go_with_the_flush_and_one_whose_subscription_went_fails_alone(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    table = resources.table_name
+    request_id = str(uuid.uuid4())
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[list[Any], list[dict[str, int]], Any]:
+        await dynamodb.put_item(
+            **job_table.put_new_job(
+                table,
+                request_id=request_id,
+                owner="o",
+                model="m",
+                request=REQUEST,
+                now=time.time(),
+                ttl_seconds=60,
+            )
+        )
+        for connection in ("c1", "c2"):
+            await dynamodb.transact_write_items(
+                **stream_table.add_subscription(
+                    table,
+                    request_id=request_id,
+                    connection_id=connection,
+                    endpoint="https://example.invalid",
+                    from_seq=0,
+                    now=time.time(),
+                )
+            )
+        aws = CountingAws()
+        writer = ChunkWriter(table=table, dynamodb=dynamodb, aws=aws)
+        groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
+        fence = StreamFence(table, request_id, 1, dynamodb, aws, expires_at=0, flushes=groups)
+
+        def note(connection: str, seq: int) -> dict[str, Any]:
+            return stream_table.record_delivered(
+                table, request_id=request_id, connection_id=connection, seq=seq
+            )
+
+        stored, calls = [], []
+        stored.append(await fence.store([chunk(table, request_id, 0)], writer, [note("c1", 0)]))
+        calls.append(dict(aws.calls))
+        aws.calls.clear()
+        await dynamodb.transact_write_items(
+            **stream_table.delete_subscription(table, request_id=request_id, connection_id="c2")
+        )
+        stored.append(await fence.store([chunk(table, request_id, 1)], writer, [note("c2", 0)]))
+        calls.append(dict(aws.calls))
+        subscriptions = await dynamodb.query(**stream_table.query_subscriptions(table, request_id))
+        chunks = await dynamodb.query(**stream_table.query_chunks(table, request_id))
+        found = (
+            {
+                s.connection_id: s.delivered_seq
+                for s in map(stream_table.Subscription.from_item, subscriptions["Items"])
+            },
+            [stream_table.chunk_seq(i) for i in chunks["Items"]],
+        )
+        return stored, calls, found
+
+    stored, calls, found = run(moto_endpoint, body)
+    # The first flush carried its note: one call for both.
+    assert stored[0] is True and calls[0] == {"transact_write_items": 1}
+    # A note for a subscription gone meanwhile fails the transaction; the flush is stored the
+    # ordinary way, and the note is not (nor is the subscription made again).
+    assert stored[1] is False
+    assert calls[1] == {"transact_write_items": 1, "update_item": 1, "batch_write_item": 1}
+    assert found == ({"c1": 0}, [0, 1])
 
 
 def test_a_failed_write_fails_the_puts_it_carried(
