@@ -110,7 +110,7 @@ class StreamFence:
         go in the same transaction; True if they did. Otherwise they are not written (a note
         whose subscription went away fails the transaction, which the ordinary writes follow)."""
         if self.flushes is not None and self._fits_one_transaction(items, len(notes)):
-            actions = stream_table.flush_actions(self._commit_of(items), items)
+            actions = stream_table.flush_actions(self._commit_of(items, stored_with_it=True), items)
             if await self.flushes.write([*actions, *({"Update": n} for n in notes)]):
                 self.advance(len(items))
                 return True
@@ -123,12 +123,12 @@ class StreamFence:
         final state, then `advance`d past); None if it needs more than one transaction."""
         if not self._fits_one_transaction(items):
             return None
-        return stream_table.last_flush_actions(self._commit_of(items), items)
+        return stream_table.last_flush_actions(self._commit_of(items, stored_with_it=True), items)
 
     def _fits_one_transaction(self, items: list[Item], others: int = 0) -> bool:
         return len(items) + others <= TRANSACTION_LIMIT - 2 and len(_parts(items)) == 1
 
-    def _commit_of(self, items: list[Item]) -> dict[str, Any]:
+    def _commit_of(self, items: list[Item], *, stored_with_it: bool = False) -> dict[str, Any]:
         """The head's commit of `items`, the next seqs from what is committed."""
         return stream_table.commit_flush(
             self.table,
@@ -137,6 +137,7 @@ class StreamFence:
             from_seq=self.committed,
             items=items,
             expires_at=self.expires_at,
+            stored_with_it=stored_with_it,
         )
 
     def advance(self, count: int) -> None:

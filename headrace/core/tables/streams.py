@@ -110,16 +110,16 @@ def commit_flush(
     from_seq: int | None,
     items: list[Item],
     expires_at: int,
+    stored_with_it: bool = False,
 ) -> dict[str, Any]:
     """Commit chunk items (seqs from_seq on) to the stream's head, for the writer of `epoch`.
-
     from_seq None: the first flush of a first attempt, which creates the head (so it fails if a
-    later epoch opened the head first).
-    """
+    later epoch opened it first). `stored_with_it`: the items go in the same transaction, so
+    the head keeps no `tail` of them (nothing committed is left unstored)."""
     values: dict[str, Any] = {
         ":epoch": {"N": str(epoch)},
         ":next": {"N": str((from_seq or 0) + len(items))},
-        ":tail": {"S": json.dumps(items)},
+        ":tail": {"S": json.dumps([] if stored_with_it else items)},
         ":ttl": {"N": str(expires_at)},
     }
     if from_seq is None:
