@@ -103,6 +103,34 @@ def test_flushes_of_many_streams_share_transactions_and_a_fenced_out_one_fails_a
     assert heads == [(2, 2, 0)] + [(3, 3, 0)] * 29
 
 
+async def job_with_followers(
+    dynamodb: Any, table: str, request_id: str, connections: tuple[str, ...]
+) -> None:
+    """A job's record, and `connections` following it as the WebSocket handler records them."""
+    await dynamodb.put_item(
+        **job_table.put_new_job(
+            table,
+            request_id=request_id,
+            owner="o",
+            model="m",
+            request=REQUEST,
+            now=time.time(),
+            ttl_seconds=60,
+        )
+    )
+    for connection in connections:
+        await dynamodb.transact_write_items(
+            **stream_table.add_subscription(
+                table,
+                request_id=request_id,
+                connection_id=connection,
+                endpoint="https://example.invalid",
+                from_seq=0,
+                now=time.time(),
+            )
+        )
+
+
 def test_delivery_notes_go_with_the_flush_and_one_whose_subscription_went_fails_alone(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
@@ -110,28 +138,7 @@ def test_delivery_notes_go_with_the_flush_and_one_whose_subscription_went_fails_
     request_id = str(uuid.uuid4())
 
     async def body(dynamodb: Any, sqs: Any) -> tuple[list[Any], list[dict[str, int]], Any]:
-        await dynamodb.put_item(
-            **job_table.put_new_job(
-                table,
-                request_id=request_id,
-                owner="o",
-                model="m",
-                request=REQUEST,
-                now=time.time(),
-                ttl_seconds=60,
-            )
-        )
-        for connection in ("c1", "c2"):
-            await dynamodb.transact_write_items(
-                **stream_table.add_subscription(
-                    table,
-                    request_id=request_id,
-                    connection_id=connection,
-                    endpoint="https://example.invalid",
-                    from_seq=0,
-                    now=time.time(),
-                )
-            )
+        await job_with_followers(dynamodb, table, request_id, ("c1", "c2"))
         aws = CountingAws()
         writer = ChunkWriter(table=table, dynamodb=dynamodb, aws=aws)
         groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
@@ -199,30 +206,9 @@ def test_the_watch_reads_every_running_jobs_subscriptions_in_one_call(
     ids = [str(uuid.uuid4()) for _ in range(3)]
 
     async def body(dynamodb: Any, sqs: Any) -> tuple[CountingAws, list[list[int]]]:
-        for request_id in ids:
-            await dynamodb.put_item(
-                **job_table.put_new_job(
-                    table,
-                    request_id=request_id,
-                    owner="o",
-                    model="m",
-                    request=REQUEST,
-                    now=time.time(),
-                    ttl_seconds=60,
-                )
-            )
-        # Two connections follow the second job, as the WebSocket handler records them.
-        for connection in ("c1", "c2"):
-            await dynamodb.transact_write_items(
-                **stream_table.add_subscription(
-                    table,
-                    request_id=ids[1],
-                    connection_id=connection,
-                    endpoint="http://x",
-                    from_seq=0,
-                    now=time.time(),
-                )
-            )
+        # Two connections follow the second job.
+        for request_id, connections in zip(ids, [(), ("c1", "c2"), ()], strict=True):
+            await job_with_followers(dynamodb, table, request_id, connections)
         aws = CountingAws()
         watch = SubscriberWatch(table=table, dynamodb=dynamodb, aws=aws, interval=1.0)
         followers = [Follower(r) for r in ids]
