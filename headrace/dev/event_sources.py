@@ -22,6 +22,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -36,12 +37,12 @@ from infra.template import load_template
 
 logger = logging.getLogger("headrace.event_sources")
 
-# How long a stream poller waits after an empty read: from the first up to the most, doubling
-# while reads stay empty (Lambda reads a shard about 4 times a second), so a quiet stack does
-# not spend the local endpoint's CPU on polls; and after a failed invocation, and the SQS long
-# poll (short: a stop is quick).
-STREAM_IDLE_SECONDS = 0.05
-STREAM_IDLE_MAX_SECONDS = 0.25
+# A stream poller reads its shard at most 4 times a second, as Lambda does ("a base rate of
+# 4 times per second"), busy or idle, unless a read came back full (a backlog: read on at
+# once). Faster reads cost the local endpoint and this process CPU that the worker beside them
+# would use, for events that AWS would not deliver sooner. How long a poller waits after a
+# failed invocation, and the SQS long poll (short: a stop is quick).
+STREAM_READ_INTERVAL_SECONDS = 0.25
 RETRY_SECONDS = 0.5
 SQS_WAIT_SECONDS = 2
 # Concurrent invocations of one SQS mapping locally (AWS scales to ScalingConfig's maximum).
@@ -173,7 +174,6 @@ class StreamPoller:
         self.mapping, self.streams, self.arn = mapping, streams, stream_arn
         self.invoke = invoker(mapping)
         self.done_through: int | None = None  # the last sequence number handled (checkpoint)
-        self.idle_wait = STREAM_IDLE_SECONDS
 
     def run(self, stop: threading.Event) -> None:
         iterator = None
@@ -203,7 +203,9 @@ class StreamPoller:
         return str(answer["ShardIterator"])
 
     def read(self, iterator: str, stop: threading.Event) -> str:
-        """One read and its invocation (retried until it succeeds); the next iterator."""
+        """One read and its invocation (retried until it succeeds); the next iterator, once the
+        next read is due."""
+        started = time.monotonic()
         page = self.streams.get_records(ShardIterator=iterator, Limit=self.mapping.batch_size)
         records = [stream_record(r, self.arn) for r in page.get("Records", [])]
         wanted = [r for r in records if self._passes(r)]
@@ -216,13 +218,10 @@ class StreamPoller:
             stop.wait(RETRY_SECONDS)
         if wanted:  # stopping mid-retry: no checkpoint past what is not handled
             raise _Stopped
-        if not records:
-            stop.wait(self.idle_wait)
-            self.idle_wait = min(2 * self.idle_wait, STREAM_IDLE_MAX_SECONDS)
-            return str(page["NextShardIterator"])
-        self.idle_wait = STREAM_IDLE_SECONDS
-        if not wanted:  # handled (or filtered out) in full: checkpoint
+        if records:  # handled (or filtered out) in full: checkpoint
             self.done_through = int(records[-1]["dynamodb"]["SequenceNumber"])
+        if len(records) < self.mapping.batch_size:
+            stop.wait(started + STREAM_READ_INTERVAL_SECONDS - time.monotonic())
         return str(page["NextShardIterator"])
 
     def _passes(self, record: dict[str, Any]) -> bool:
