@@ -7,6 +7,11 @@
   service's shapes: 32 ms a call of a few job records, 45% of the endpoint's CPU under the
   worker benchmark. The records are kept in wire form already but for times and binary
   values, so they are dumped as JSON with those two converted (2.5 ms).
+- An UpdateItem that creates its item (alone or in a transaction) made two INSERT records:
+  moto first puts an item of the key alone, which it records, then records the update with no
+  old image. DynamoDB records one INSERT with the whole new item; consumers of the stream (the
+  job events' first-token note, for one) acted on the keys-only one too. The placeholder put is
+  not recorded.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import threading
 from collections import OrderedDict
 from typing import Any
 
 from moto.core.utils import unix_time
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import Item
-from moto.dynamodb.models.table import StreamShard
+from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
@@ -30,7 +37,40 @@ STREAM_RECORDS_KEPT = 5_000
 SHARD_ITERATORS_KEPT = 1_000
 
 
+class _UpdateState(threading.local):
+    updating = False  # in an UpdateItem, before it created its item (if it does)
+    placing = False  # in the put of the item an UpdateItem creates (keys only)
+
+
+_update_state = _UpdateState()
+
+
+def _update_item(backend: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+    _update_state.updating = True
+    try:
+        return _moto_update_item(backend, *args, **kwargs)
+    finally:
+        _update_state.updating = False
+
+
+def _table_put_item(table: Table, *args: Any, **kwargs: Any) -> Any:
+    if not _update_state.updating:
+        return _moto_table_put_item(table, *args, **kwargs)
+    # moto's update_item puts nothing else: this is the keys-only item it creates.
+    _update_state.updating, _update_state.placing = False, True
+    try:
+        return _moto_table_put_item(table, *args, **kwargs)
+    finally:
+        _update_state.placing = False
+
+
+_moto_update_item = DynamoDBBackend.update_item
+_moto_table_put_item = Table.put_item
+
+
 def _stream_add(shard: StreamShard, old: Item | None, new: Item | None) -> None:
+    if _update_state.placing:
+        return
     _moto_stream_add(shard, old, new)
     excess = len(shard.items) - STREAM_RECORDS_KEPT
     if excess > 0:
@@ -75,5 +115,7 @@ _moto_streams_init = DynamoDBStreamsBackend.__init__
 
 def patch_streams() -> None:
     StreamShard.add = _stream_add  # type: ignore[method-assign,assignment]
+    DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign,assignment]
+    Table.put_item = _table_put_item  # type: ignore[method-assign,assignment]
     DynamoDBStreamsBackend.__init__ = _streams_init  # type: ignore[method-assign,assignment]
     DynamoDBStreamsHandler.get_records = _get_records  # type: ignore[method-assign,assignment]

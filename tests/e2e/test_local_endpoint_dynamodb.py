@@ -177,3 +177,39 @@ def test_stream_records_read_back_with_every_attribute_as_written(moto_endpoint:
     assert int(modified["dynamodb"]["SequenceNumber"]) > int(inserted["dynamodb"]["SequenceNumber"])
     # The next page starts after the last record read.
     assert streams.get_records(ShardIterator=page["NextShardIterator"])["Records"] == []
+
+
+def test_an_update_that_creates_its_item_is_one_insert_record(moto_endpoint: str) -> None:
+    """DynamoDB records an UpdateItem that creates an item as one INSERT of the whole item (moto
+    recorded its keys-only placeholder as another INSERT first), alone or in a transaction."""
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    streams = session.client("dynamodbstreams", endpoint_url=moto_endpoint)
+    table = new_table(dynamodb, sort_key=True)
+    described = dynamodb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    stream_arn = described["TableDescription"]["LatestStreamArn"]
+    update: dict[str, Any] = {
+        "TableName": table,
+        "UpdateExpression": "SET n = :n",
+        "ExpressionAttributeValues": {":n": {"N": "1"}},
+    }
+    dynamodb.update_item(Key=key_of("alone", True), **update)
+    in_transaction: Any = {"Update": {"Key": key_of("in-tx", True), **update}}
+    dynamodb.transact_write_items(TransactItems=[in_transaction])
+    dynamodb.update_item(Key=key_of("alone", True), **update)  # exists now: a MODIFY
+
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = streams.get_records(ShardIterator=iterator, Limit=100)["Records"]
+    seen = [(r["eventName"], r["dynamodb"]["Keys"]["pk"]["S"]) for r in records]
+    assert seen == [("INSERT", "alone"), ("INSERT", "in-tx"), ("MODIFY", "alone")]
+    for record in records[:2]:
+        assert record["dynamodb"]["NewImage"]["n"] == {"N": "1"}
+        assert "OldImage" not in record["dynamodb"]
+    numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+    assert numbers == sorted(numbers)
