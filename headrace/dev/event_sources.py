@@ -121,9 +121,16 @@ class SqsPoller:
         self.mapping, self.sqs = mapping, sqs
         self.url, self.arn = queue["QueueUrl"], queue["Arn"]
         self.invoke = invoker(mapping)
+        self._busy = threading.Event()  # the last poll that returned found messages
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, *, first: bool = True) -> None:
+        """Poll until `stop`. Only the mapping's first poller polls an idle queue; the others
+        join in while polls find messages, as Lambda adds pollers for a backlog (each idle
+        long poll costs the local endpoint and this process CPU)."""
         while not stop.is_set():
+            if not first and not self._busy.is_set():
+                self._busy.wait(RETRY_SECONDS)
+                continue
             try:
                 self.poll_once()
             except Exception:
@@ -131,6 +138,7 @@ class SqsPoller:
                 stop.wait(RETRY_SECONDS)
 
     def poll_once(self) -> None:
+        """One long poll and the invocation of what it found."""
         found = self.sqs.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=min(self.mapping.batch_size, 10),
@@ -140,7 +148,9 @@ class SqsPoller:
         )
         messages = found.get("Messages", [])
         if not messages:
+            self._busy.clear()
             return
+        self._busy.set()  # before the invocation: the next messages need not wait for it
         event = {"Records": [sqs_record(m, self.arn) for m in messages]}
         ids = [m["MessageId"] for m in messages]
         logger.info("invoking %s", self.mapping.handler, extra={"message_ids": ids})
@@ -266,7 +276,10 @@ def run(
             poller = StreamPoller(mapping, streams, source["StreamArn"])
         for index in range(min(mapping.max_concurrency, concurrency)):
             name = f"{mapping.logical_id}-{index + 1}"
-            threads.append(threading.Thread(target=poller.run, args=(stop,), name=name))
+            more = {"first": index == 0} if isinstance(poller, SqsPoller) else {}
+            threads.append(
+                threading.Thread(target=poller.run, args=(stop,), kwargs=more, name=name)
+            )
         logger.info(
             "playing %s: %s -> %s", mapping.logical_id, mapping.source_logical_id, mapping.handler
         )

@@ -1,5 +1,6 @@
-"""The dev stack's DynamoDB stream poller reads a shard at Lambda's base rate (4 reads a
-second), and at once while reads come back full, against a real local endpoint."""
+"""The dev stack's event source pollers against a real local endpoint: a DynamoDB stream is
+read at Lambda's base rate (4 reads a second), and at once while reads come back full; an idle
+queue is long-polled by one poller a mapping, a busy one by all of them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import pytest
 
-from headrace.dev.event_sources import STREAM_READ_INTERVAL_SECONDS, StreamPoller
+from headrace.dev import event_sources
+from headrace.dev.event_sources import STREAM_READ_INTERVAL_SECONDS, SqsPoller, StreamPoller
 from infra.event_sources import EventSourceMapping
 
 
@@ -34,19 +37,19 @@ class CountedReads:
         return getattr(self.client, name)
 
 
-def _mapping(batch_size: int) -> EventSourceMapping:
+def _mapping(batch_size: int, source: str = "dynamodb", concurrency: int = 1) -> Any:
     return EventSourceMapping(
-        logical_id="TestStream",
+        logical_id="TestMapping",
         function_logical_id="TestFunction",
         handler="json.dumps",  # replaced below: the records are collected instead
         timeout_seconds=30,
-        source="dynamodb",
-        source_logical_id="Table",
+        source=source,  # type: ignore[arg-type]
+        source_logical_id="Source",
         batch_size=batch_size,
         batching_window_seconds=0,
         report_batch_item_failures=False,
         filters=(),
-        max_concurrency=1,
+        max_concurrency=concurrency,
         starting_position="TRIM_HORIZON",
     )
 
@@ -129,3 +132,92 @@ def test_a_backlog_is_read_without_waiting_between_full_pages(moto_endpoint: str
     # intervals' worth of reads in far less than one interval.
     first, third = counted.reads[0][0], counted.reads[2][0]
     assert third - first < STREAM_READ_INTERVAL_SECONDS, counted.reads
+
+
+@dataclass
+class CountedReceives:
+    """The real SQS client, counting its receives."""
+
+    client: Any
+    receives: int = 0
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        self.receives += 1
+        return self.client.receive_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def _queue(endpoint: str) -> tuple[Any, dict[str, str]]:
+    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    url = sqs.create_queue(QueueName=f"poll-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return sqs, {"QueueUrl": url, "Arn": arn["QueueArn"]}
+
+
+def _pollers(poller: SqsPoller, count: int, stop: threading.Event) -> list[threading.Thread]:
+    """Threads as the event sources start them for a mapping of `count` concurrency."""
+    threads = [
+        threading.Thread(target=poller.run, args=(stop,), kwargs={"first": i == 0})
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_an_idle_queue_is_long_polled_by_one_poller(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_sources, "SQS_WAIT_SECONDS", 1)
+    sqs, queue = _queue(moto_endpoint)
+    counted = CountedReceives(sqs)
+    poller = SqsPoller(_mapping(1, "sqs", concurrency=4), counted, queue)
+    stop = threading.Event()
+    threads = _pollers(poller, 4, stop)
+    time.sleep(2.5)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    # One 1-second long poll at a time: 3 in 2.5 s (four pollers made 12).
+    assert 2 <= counted.receives <= 4, counted.receives
+
+
+def test_a_busy_queue_is_polled_by_every_poller(moto_endpoint: str) -> None:
+    sqs, queue = _queue(moto_endpoint)
+    poller = SqsPoller(_mapping(1, "sqs", concurrency=4), sqs, queue)
+    lock = threading.Lock()
+    running, most = 0, 0
+    invoked: list[str] = []
+
+    def invoke(event: dict[str, Any]) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+            invoked.extend(r["body"] for r in event["Records"])
+
+    poller.invoke = invoke
+    bodies = [f"message-{i}" for i in range(16)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue["QueueUrl"], MessageBody=body)
+    stop = threading.Event()
+    threads = _pollers(poller, 4, stop)
+    deadline = time.monotonic() + 30
+    while len(invoked) < len(bodies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert sorted(invoked) == sorted(bodies)  # each once
+    assert most >= 3, most  # the other pollers joined in
+    left = sqs.get_queue_attributes(
+        QueueUrl=queue["QueueUrl"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert set(left.values()) == {"0"}  # every message deleted
