@@ -20,7 +20,12 @@ Profiled under the benchmark's load (py-spy, moto 5.2):
   fills in the values);
 - every request listed its service's response class's methods (inspect.getmembers) to find
   the action's: listed once per class;
-- DynamoDB Streams' GetRecords: see headrace/dev/moto_streams.py.
+- a read with a ProjectionExpression converted the whole item to plain Python and back to
+  keep the attributes named: the worker's check for subscribers and cancels (a BatchGetItem
+  of three attributes of every job it holds, twice a second) paid for every job's prompt and
+  history. Names of top-level attributes are copied alone;
+- DynamoDB Streams' GetRecords: see headrace/dev/moto_streams.py; DynamoDB's item reads:
+  headrace/dev/moto_reads.py.
 
 Memory (bench/local_endpoint_memory.py) grew by about 9 MiB per TransactWriteItems at 3,000
 table items, and by a few KiB per PutItem and SQS message, for as long as the server ran
@@ -73,6 +78,7 @@ from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ig
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, Queue, SQSBackend
 
+from headrace.dev.moto_reads import patch_reads
 from headrace.dev.moto_streams import patch_streams
 
 # Requests served at once. A long poll (ReceiveMessage waiting for messages) holds its thread
@@ -299,6 +305,17 @@ _moto_get_item = Table.get_item
 _moto_delete_item = Table.delete_item
 
 
+def _project(item: Item, projection_expressions: list[list[str]]) -> Item:
+    if any(len(path) != 1 or "[" in path[0] for path in projection_expressions):
+        return _moto_project(item, projection_expressions)  # nested paths, list indexes
+    names = [path[0] for path in projection_expressions if path[0] in item.attrs]
+    attrs = {name: copy.deepcopy(item.attrs[name]) for name in names}
+    return Item(hash_key=item.hash_key, range_key=item.range_key, attrs=attrs)
+
+
+_moto_project = Item.project
+
+
 def _drop_empty_partition(table: Table, hash_key: DynamoType) -> None:
     if table.range_key_attr is not None and not table.items.get(hash_key, True):
         del table.items[hash_key]
@@ -316,10 +333,12 @@ def _patch_moto() -> None:
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
     dynamodb_models.copy = _CopyOfDynamoDBModels  # type: ignore[attr-defined,assignment]
     Table.get_item = _get_item  # type: ignore[method-assign,assignment]
+    Item.project = _project  # type: ignore[method-assign,assignment]
     Table.delete_item = _delete_item  # type: ignore[method-assign,assignment]
     Queue.__init__ = _queue_init  # type: ignore[method-assign,assignment]
     Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign,assignment]
     patch_streams()
+    patch_reads()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,10 +93,10 @@ def _get_records(handler: DynamoDBStreamsHandler) -> str:
     """GetRecords answered in DynamoDB Streams' JSON directly (see the module's docstring)."""
     iterator = handler._get_param("ShardIterator")
     limit = handler._get_param("Limit") or 1000
-    return json.dumps(handler.backend.get_records(iterator, limit), default=_wire_value)
+    return json.dumps(handler.backend.get_records(iterator, limit), default=wire_value)
 
 
-def _wire_value(value: object) -> float | str:
+def wire_value(value: object) -> float | str:
     """A time as epoch seconds, a binary value in base64: as the service's JSON has them."""
     if isinstance(value, datetime.datetime):  # moto's utcnow(): naive, in UTC
         return unix_time(value)
