@@ -38,6 +38,19 @@ def key_of(pk: str, sort_key: bool) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": "s"}} if sort_key else {"pk": {"S": pk}}
 
 
+def table_with_stream(endpoint: str, *, sort_key: bool) -> tuple[Any, Any, str, str]:
+    """(dynamodb client, streams client, a new table with a NEW_AND_OLD_IMAGES stream, its ARN)."""
+    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint)
+    streams = session.client("dynamodbstreams", endpoint_url=endpoint)
+    table = new_table(dynamodb, sort_key=sort_key)
+    described = dynamodb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return dynamodb, streams, table, described["TableDescription"]["LatestStreamArn"]
+
+
 @pytest.mark.parametrize("sort_key", [True, False])
 def test_a_cancelled_transaction_leaves_every_item_it_named_as_it_was(
     moto_endpoint: str, sort_key: bool
@@ -132,15 +145,7 @@ def test_transactions_and_missed_reads_keep_no_memory(own_endpoint: tuple[int, s
 
 
 def test_stream_records_read_back_with_every_attribute_as_written(moto_endpoint: str) -> None:
-    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
-    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    streams = session.client("dynamodbstreams", endpoint_url=moto_endpoint)
-    table = new_table(dynamodb, sort_key=False)
-    described = dynamodb.update_table(
-        TableName=table,
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    stream_arn = described["TableDescription"]["LatestStreamArn"]
+    dynamodb, streams, table, stream_arn = table_with_stream(moto_endpoint, sort_key=False)
     item: dict[str, Any] = {
         "pk": {"S": "job-1"},
         "text": {"S": '日本語 "quoted"\n'},
@@ -182,15 +187,7 @@ def test_stream_records_read_back_with_every_attribute_as_written(moto_endpoint:
 def test_an_update_that_creates_its_item_is_one_insert_record(moto_endpoint: str) -> None:
     """DynamoDB records an UpdateItem that creates an item as one INSERT of the whole item (moto
     recorded its keys-only placeholder as another INSERT first), alone or in a transaction."""
-    session = boto3.session.Session(region_name="eu-west-3", **MOTO_CREDENTIALS)
-    dynamodb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    streams = session.client("dynamodbstreams", endpoint_url=moto_endpoint)
-    table = new_table(dynamodb, sort_key=True)
-    described = dynamodb.update_table(
-        TableName=table,
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    stream_arn = described["TableDescription"]["LatestStreamArn"]
+    dynamodb, streams, table, stream_arn = table_with_stream(moto_endpoint, sort_key=True)
     update: dict[str, Any] = {
         "TableName": table,
         "UpdateExpression": "SET n = :n",
