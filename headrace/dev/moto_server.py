@@ -25,7 +25,7 @@ Profiled under the benchmark's load (py-spy, moto 5.2):
   of three attributes of every job it holds, twice a second) paid for every job's prompt and
   history. Names of top-level attributes are copied alone;
 - DynamoDB Streams' GetRecords: see headrace/dev/moto_streams.py; DynamoDB's item reads:
-  headrace/dev/moto_reads.py.
+  headrace/dev/moto_reads.py; update and condition expressions: headrace/dev/moto_updates.py.
 
 Memory (bench/local_endpoint_memory.py) grew by about 9 MiB per TransactWriteItems at 3,000
 table items, and by a few KiB per PutItem and SQS message, for as long as the server ran
@@ -80,6 +80,7 @@ from moto.sqs.models import Message, Queue, SQSBackend
 
 from headrace.dev.moto_reads import patch_reads
 from headrace.dev.moto_streams import patch_streams
+from headrace.dev.moto_updates import patch_updates
 
 # Requests served at once. A long poll (ReceiveMessage waiting for messages) holds its thread
 # for up to 20 s, one per worker and queue; the rest are a few milliseconds each.
@@ -339,6 +340,7 @@ def _patch_moto() -> None:
     Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign,assignment]
     patch_streams()
     patch_reads()
+    patch_updates()
 
 
 def main(argv: list[str] | None = None) -> None:
