@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 # The issue's targets (median of runs, each ratio measured within one run).
-TARGET_VS_ENGINE = 0.85
+TARGET_VS_ENGINE = 0.90  # raised from 0.85 by the issue on the worker's cost per token
 TARGET_VS_NAIVE = 3.0
 TARGET_IDLE_SLACK_S = 0.100
 
