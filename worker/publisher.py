@@ -35,6 +35,8 @@ logger = logging.getLogger("headrace.stream")
 # How much a follower may be sent again after a worker loss: a note per follower this often,
 # written with the stream's next flush.
 _RECORD_DELIVERED_SECONDS = 2.0
+# A followed stream waiting for `StreamSettings.interval_tokens` shows what it has after this.
+_LONGEST_HOLD_SECONDS = 1.0
 
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
 
@@ -62,6 +64,11 @@ class StreamSettings:
     # every store is a DynamoDB write competing with decoding for the machine. These flushes
     # fall on a clock shared by all of a worker's streams, so the ChunkWriter batches them.
     unfollowed_flush_interval: float = 0.5
+    # While followed, an event carries at least this many new tokens (SGLang's and vLLM's
+    # `stream_interval`): every flush is a post per follower and a stored chunk, which on a
+    # CPU cost the decoder a token's time or more. The first and the last event go at once,
+    # and a stream waits at most _LONGEST_HOLD_SECONDS for its tokens.
+    interval_tokens: int = 1
     expires_at: int = 0
     load: StreamLoad = field(default_factory=StreamLoad)
     # The worker's check for new subscribers; a stream is in it while its job decodes.
@@ -106,6 +113,7 @@ class StreamPublisher:
     _held_last: list[Item] | None = None
     # Per follower, the last seq posted to it that is due to be noted (`_record_delivered`).
     _notes: dict[str, int] = field(default_factory=dict)
+    _published_at: float = 0.0  # monotonic time of the last flush
 
     @property
     def next_seq(self) -> int:
@@ -153,12 +161,25 @@ class StreamPublisher:
                 if (self.events or not self._followers) and not progress.finished:
                     await self._pause(watch)
                     progress = watch.progress(since=self.tokens_sent)
+                    while self._holds(progress, watch):
+                        await self._pause(watch)
+                        progress = watch.progress(since=self.tokens_sent)
                 await self.publish(progress)
         finally:
             if counted:
                 self.settings.load.followed -= 1
             if self.settings.subscribers is not None:
                 self.settings.subscribers.remove(self)
+
+    def _holds(self, progress: Progress, watch: Watch) -> bool:
+        """Whether a followed stream's next event waits for more tokens."""
+        if not self._followers or progress.finished or watch.ended.is_set():
+            return False
+        if self._new_subscriptions:
+            return False
+        unsent = progress.num_tokens - self.tokens_sent
+        held = time.monotonic() - self._published_at
+        return unsent < self.settings.interval_tokens and held < _LONGEST_HOLD_SECONDS
 
     async def _pause(self, watch: Watch) -> None:
         """Until the next flush is due, a new subscriber waits, or the job ends (its last event
@@ -194,6 +215,7 @@ class StreamPublisher:
             self._finished = True
             return
         if new:
+            self._published_at = time.monotonic()
             await self._store(new)
         # Subscribers that arrive from here until the job is final are found by `sweep`.
         await self._deliver(refresh=self._new_subscriptions)

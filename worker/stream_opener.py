@@ -137,6 +137,7 @@ class StreamOpener:
                 table=settings.table_name,
                 flush_interval=settings.stream_flush_ms / 1000,
                 unfollowed_flush_interval=settings.stream_unfollowed_flush_ms / 1000,
+                interval_tokens=settings.stream_interval_tokens,
                 expires_at=expires_at,
                 load=self._load,
                 subscribers=self.subscriber_watch,

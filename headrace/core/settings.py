@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # All followed streams of a worker together flush at most this often (each flush posts to
     # every follower): under load the interval grows past stream_flush_ms instead of the CPU.
     stream_flushes_per_second: float = 100.0
+    # While a connection follows a job, an event carries at least this many new tokens (the
+    # first and the last go at once; none waits more than a second): a flush is a post per
+    # follower and a stored chunk, which on a CPU worker cost the decoder more than a token.
+    stream_interval_tokens: int = Field(default=4, ge=1)
     # How often a worker checks (one BatchGetItem for all its running jobs) whether someone
     # subscribed to one of them: a new subscriber to a running job is attached within this.
     subscriber_check_ms: int = 2000
