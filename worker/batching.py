@@ -17,13 +17,16 @@ all the jobs it holds, and starts one batch of the plan each time a replica is f
   instead made a burst run its batches in arrival order: with two replicas most of a burst is
   passed over twice before it can start.)
 
-The width: the warm-up times a few (worker/tuning.py) and allows up to the widest that paid.
-A wider batch makes each step do more, but fewer batches to share out between replicas, and
-a burst cut into fewer batches than replicas-times-rounds leaves a replica idle at its end (64
-jobs in batches of 32 and a prompt spread made 3 batches for 2 replicas: one decoded twice
-while the other idled). So `plan_width` takes, of the timed widths, the one whose plan of what
-is held ends first: each batch counted as one step of its size (from the timed steps), longest
-first onto the replica free first.
+The width: the warm-up times a few (worker/tuning.py) and allows up to the widest whose steps
+paid. A wider batch makes each step do more, but it also spans more prompt lengths (fed a step
+at a time), runs as long as its longest item while the others leave one by one, and makes fewer
+batches to share out between replicas: a burst cut into fewer batches than replicas-times-rounds
+leaves a replica idle at its end (64 jobs in batches of 32 and a prompt spread made 3 batches
+for 2 replicas: one decoded twice while the other idled). So `plan_width` takes, of the timed
+widths, the one whose plan of what is held ends first: each batch timed step by step, every
+step at the timed cost of the items still in it (`batch_seconds`), the most work first onto
+the replica free first. A step's gain alone overstates a wider width: counting each batch as
+one step of its width, the planner could not see what the tails and spreads cost.
 
 Interactive jobs go first (`select_batch_in_lanes`): a batch is planned from them alone, and
 its spare room filled with batch-lane jobs that decode alike, oldest first. A batch-lane job
@@ -87,14 +90,27 @@ def plan_width(pending: Sequence[Batchable], step_s: Mapping[int, float], replic
     narrower of two that end together."""
 
     def makespan(width: int) -> tuple[float, int]:
-        # Longest first onto the replica free first, as the scheduler starts them.
+        # The most work first onto the replica free first, as the scheduler starts them.
         loads = [0.0] * replicas
-        steps = sorted((step_at(len(b), step_s) for b in plan(pending, width)), reverse=True)
-        for step in steps:
-            loads[loads.index(min(loads))] += step
+        for batch in sorted(plan(pending, width), key=work, reverse=True):
+            loads[loads.index(min(loads))] += batch_seconds(batch, step_s)
         return max(loads), width
 
     return min(step_s, key=makespan)
+
+
+def batch_seconds(batch: Sequence[Batchable], step_s: Mapping[int, float]) -> float:
+    """How long `batch` decodes: CTranslate2 forwards the prompts in one pass up to the shortest
+    and feeds each the rest of its own a step at a time, an item leaves at its last token
+    (its token limit: a stop or the end token may come sooner, which no plan knows), and each
+    step costs what a step of the items still in the batch does. The one pass is left out."""
+    shortest = min(len(p.prompt) for p in batch)
+    ends = sorted(len(p.prompt) - shortest + p.remaining_tokens for p in batch)
+    seconds, step = 0.0, 0
+    for leaving, end in enumerate(ends):
+        seconds += (end - step) * step_at(len(ends) - leaving, step_s)
+        step = end
+    return seconds
 
 
 def step_at(size: int, step_s: Mapping[int, float]) -> float:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import pytest
+
 from worker.batching import (
     MAX_PROMPT_SPREAD,
     MAX_WAIT_S,
+    batch_seconds,
     plan,
     plan_width,
     select_batch,
@@ -127,12 +130,13 @@ CPU_STEP_S = {8: 0.041, 16: 0.061, 32: 0.088}
 
 
 def test_a_burst_is_not_cut_into_fewer_batches_than_the_replicas_can_share() -> None:
-    # The benchmark's burst: at 32, the prompt spread cuts 3 batches, so 2 replicas take two
-    # rounds of the slowest step; at 16, 4 batches in two rounds of a shorter one.
+    # The benchmark's burst: at 32, the prompt spread cuts 3 batches, so one of 2 replicas
+    # decodes two while the other idles; at 16, 4 batches in two rounds.
     rng = random.Random(0)
     pending = [Job(rng.randint(8, 256)) for _ in range(64)]
     assert len(plan(pending, 32)) == 3
-    assert plan_width(pending, CPU_STEP_S, replicas=2) == 16
+    assert plan_width(pending, {16: CPU_STEP_S[16], 32: CPU_STEP_S[32]}, replicas=2) == 16
+    assert plan_width(pending, CPU_STEP_S, replicas=2) != 32
 
 
 def test_a_wider_batch_that_is_nearly_free_is_taken() -> None:
@@ -154,6 +158,25 @@ def test_a_cut_whose_last_batch_is_partial_counts_it_as_partial() -> None:
     one_core = {8: 8 / 142.9, 16: 16 / 182.1}
     pending = [Job(100) for _ in range(24)]
     assert plan_width(pending, one_core, replicas=1) == 16
+
+
+def test_a_wider_batch_spanning_more_prompt_lengths_can_end_later() -> None:
+    # Steps of 16 decode 1.15 times the tokens per second of 8, but each batch of 16 spans
+    # twice the prompt lengths, fed a step at a time: two rounds of 8 end first.
+    step_s = {8: 0.040, 16: 0.0696}
+    pending = [Job(10 + 30 * i // 31, remaining_tokens=16) for i in range(32)]
+    assert plan_width(pending, step_s, replicas=2) == 8
+    # The same jobs with one prompt length: nothing to feed, and the wider steps win.
+    assert plan_width([Job(10, remaining_tokens=16) for _ in range(32)], step_s, replicas=2) == 16
+
+
+def test_a_batch_runs_its_longest_item_while_the_others_leave() -> None:
+    # Ends at steps 4 (prompt 10, 4 tokens) and 6 (2 prompt tokens fed a step at a time, then
+    # 4 tokens): 4 steps of two items, then 2 of one.
+    step_s = {1: 0.01, 2: 0.02}
+    assert batch_seconds([Job(10, remaining_tokens=4), Job(12, remaining_tokens=4)], step_s) == (
+        pytest.approx(4 * 0.02 + 2 * 0.01)
+    )
 
 
 def test_a_batch_step_is_read_off_the_timed_steps() -> None:
