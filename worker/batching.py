@@ -84,14 +84,19 @@ def plan(pending: Sequence[J], max_batch_size: int) -> list[list[J]]:
     return batches
 
 
-def plan_width(pending: Sequence[Batchable], step_s: Mapping[int, float], replicas: int) -> int:
+def plan_width(
+    pending: Sequence[Batchable],
+    step_s: Mapping[int, float],
+    replicas: int,
+    busy_s: Sequence[float] = (),
+) -> int:
     """Of the timed widths (`step_s`: one replica's decoding step at each, in seconds, all
     replicas decoding), the one whose plan of `pending` ends first (see the module doc); the
-    narrower of two that end together."""
+    narrower of two that end together. `busy_s`: what the replicas decoding now have left."""
 
     def makespan(width: int) -> tuple[float, int]:
         # The most work first onto the replica free first, as the scheduler starts them.
-        loads = [0.0] * replicas
+        loads = [*busy_s, *[0.0] * (replicas - len(busy_s))]
         for batch in sorted(plan(pending, width), key=work, reverse=True):
             loads[loads.index(min(loads))] += batch_seconds(batch, step_s)
         return max(loads), width
@@ -105,9 +110,37 @@ def batch_seconds(batch: Sequence[Batchable], step_s: Mapping[int, float]) -> fl
     (its token limit: a stop or the end token may come sooner, which no plan knows), and each
     step costs what a step of the items still in the batch does. The one pass is left out."""
     shortest = min(len(p.prompt) for p in batch)
-    ends = sorted(len(p.prompt) - shortest + p.remaining_tokens for p in batch)
+    return _seconds([len(p.prompt) - shortest + p.remaining_tokens for p in batch], step_s)
+
+
+def seconds_left(
+    batch: Sequence[Batchable],
+    remaining_at_start: Sequence[int],
+    live: Sequence[bool],
+    step_s: Mapping[int, float],
+) -> float:
+    """What a running batch has left, counted as `batch_seconds` counts it: the tokens items
+    have come to since it started tell how far it is (an item with none may still be fed its
+    prompt), and an item no longer `live` has left it."""
+    shortest = min(len(p.prompt) for p in batch)
+    leads = [len(p.prompt) - shortest for p in batch]
+    started = zip(batch, remaining_at_start, leads, strict=True)
+    step = max(
+        (r - p.remaining_tokens + lead for p, r, lead in started if p.remaining_tokens < r),
+        default=0,
+    )
+    ends = [
+        p.remaining_tokens + max(0, lead - step)
+        for p, lead, alive in zip(batch, leads, live, strict=True)
+        if alive
+    ]
+    return _seconds(ends, step_s)
+
+
+def _seconds(ends: Sequence[int], step_s: Mapping[int, float]) -> float:
+    """Items leaving after `ends` steps, each step at the cost of the items still in."""
     seconds, step = 0.0, 0
-    for leaving, end in enumerate(ends):
+    for leaving, end in enumerate(sorted(ends)):
         seconds += (end - step) * step_at(len(ends) - leaving, step_s)
         step = end
     return seconds

@@ -7,16 +7,13 @@ How long a free replica waits for company:
 - a lone job on an idle worker (nothing running, nothing else arriving) waits
   `max_batch_wait`, a moment, and starts: the first token comes about a prefill later;
 - otherwise it waits while jobs are on their way (received, not yet claimed) or keep coming
-  (one came within QUIET_S), for at most `max_batch_hold`. A batch runs for seconds and
-  nothing can join it later, so during a burst it pays to plan with the whole burst in view,
-  even when a full batch could start earlier: it would be a looser one (wider prompt spread).
-  Once the worker holds all it may (its prefetch is full) and nothing is on its way, no more
-  can come, and the replica starts at once.
+  (one came within QUIET_S), for at most `max_batch_hold`: a batch runs for seconds and nothing
+  can join it later, so during a burst it pays to plan with the whole burst in view. Once the
+  worker holds all it may (its prefetch is full) and nothing is on its way, it starts at once.
 
 A lone job started that way may turn out to be the first of a burst. Then its batch gives way
 (stops after its current token) while it is young, and the job goes back to the others with
-what it generated, which the next batch takes as part of its prompt: the burst is planned
-whole, and its first job loses only a prefill.
+what it generated, which the next batch takes as part of its prompt.
 
 Items that finish early stop in the callback, so a short job never decodes past its own end.
 """
@@ -29,18 +26,20 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from headrace.core.contracts import CompletionOutput, CompletionRequest, TokenOutput
+from headrace.core.contracts import CompletionRequest, TokenOutput
 from headrace.core.logs import request_context
 from worker.batching import plan_width, select_batch_in_lanes
 from worker.decoding import ItemDecoder, TextCodec, sampling_params
-from worker.engine import Engine, SamplingParams, Step
+from worker.engine import Engine, Step
 from worker.failures import DecodeFailed as DecodeFailed
 from worker.failures import RequestRefused as RequestRefused
 from worker.guided import Guides
 from worker.guided_jobs import alone_if_guided, decode_guided, is_guided
 from worker.halts import Halt
+from worker.held_jobs import BatchRun, HeldJob
+from worker.held_jobs import Decoded as Decoded
 from worker.progress import Watch
 
 logger = logging.getLogger("headrace.scheduler")
@@ -51,12 +50,6 @@ logger = logging.getLogger("headrace.scheduler")
 QUIET_S = 0.25
 # A lone job's batch gives way once this many more jobs wait to be batched.
 BURST = 3
-
-
-@dataclass(frozen=True)
-class Decoded:
-    output: CompletionOutput
-    first_token_at: float | None
 
 
 class Arrival:
@@ -91,39 +84,6 @@ class Resume:
     tokens: list[TokenOutput]
 
 
-@dataclass
-class _Pending:
-    request_id: str
-    request: CompletionRequest
-    future: asyncio.Future[Decoded]
-    prompt: list[str]  # what the engine is fed: prompt tokens, then any resumed tokens
-    decoder: ItemDecoder
-    held_since: float  # loop time it was handed over: bounds how long batching passes it over
-    watch: Watch | None = None
-    params: SamplingParams = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.params = sampling_params(self.request, self.decoder.codec.vocabulary_size)
-
-    @property
-    def remaining_tokens(self) -> int:
-        return max(1, self.request.max_new_tokens - self.decoder.num_completion_tokens)
-
-
-@dataclass
-class _Run:
-    """A batch on a replica."""
-
-    batch: list[_Pending]
-    started_at: float
-    gives_way: bool  # a lone job started on an idle worker: yields to a burst while young
-    tokens_at_start: list[int] = field(init=False)
-    stopping: bool = False  # read by the engine's thread: every item stops at its next token
-
-    def __post_init__(self) -> None:
-        self.tokens_at_start = [p.decoder.num_completion_tokens for p in self.batch]
-
-
 class ModelRunner:
     """Decodes requests for one loaded model."""
 
@@ -152,11 +112,11 @@ class ModelRunner:
         self.replicas = engine.inter_threads
         # Jobs the worker may hold for this model: its share of the worker's prefetch.
         self.prefetch = self.replicas * max(prefetch_per_replica, max_batch_size)
-        self._pending: collections.deque[_Pending] = collections.deque()
+        self._pending: collections.deque[HeldJob] = collections.deque()
         self._arrived = asyncio.Event()
         self._free_replicas = asyncio.Semaphore(self.replicas)
         self._executor = ThreadPoolExecutor(self.replicas, thread_name_prefix=f"decode-{name}")
-        self._runs: dict[asyncio.Task[None], _Run] = {}
+        self._runs: dict[asyncio.Task[None], BatchRun] = {}
         self._last_arrival = 0.0
         self._arriving = 0  # jobs received for this model but not yet handed to `complete`
         self._intake_full = False  # the worker may receive no more jobs for now
@@ -194,7 +154,7 @@ class ModelRunner:
             return Decoded(decoder.finish(), decoder.first_token_at)
         self._last_arrival = asyncio.get_running_loop().time()
         self._pending.append(
-            _Pending(request_id, request, future, prompt, decoder, self._last_arrival, watch)
+            HeldJob(request_id, request, future, prompt, decoder, self._last_arrival, watch)
         )
         self._arrived.set()
         self._give_way_to_burst()
@@ -251,7 +211,7 @@ class ModelRunner:
                 pending.future.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _next_run(self) -> _Run:
+    async def _next_run(self) -> BatchRun:
         while not self._live_pending():
             self._arrived.clear()
             await self._arrived.wait()
@@ -266,7 +226,7 @@ class ModelRunner:
         if self._pending:
             self._arrived.set()
         gives_way = lone and not any(is_guided(p.request) for p in batch)
-        return _Run(batch, asyncio.get_running_loop().time(), gives_way=gives_way)
+        return BatchRun(batch, asyncio.get_running_loop().time(), gives_way=gives_way)
 
     def _lone_on_idle(self) -> bool:
         running = any(not task.done() for task in self._runs)
@@ -300,25 +260,28 @@ class ModelRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), wake - loop.time())
 
-    def _select(self) -> list[_Pending]:
+    def _select(self) -> list[HeldJob]:
         now = asyncio.get_running_loop().time()
         live = self._live_pending()
         interactive = [p for p in live if p.request.priority == "interactive"]
         batch_lane = [p for p in live if p.request.priority != "interactive"]
-        width = plan_width(live, self.step_seconds, self.replicas)
+        # A replica still decoding is busy for a while: a plan counting it free from now
+        # would cut the rest of a burst as if all the replicas were about to share it.
+        busy = [run.seconds_left(self.step_seconds) for run in self._runs.values()]
+        width = plan_width(live, self.step_seconds, self.replicas, busy)
         return alone_if_guided(select_batch_in_lanes(interactive, batch_lane, width, now))
 
-    def _live_pending(self) -> list[_Pending]:
+    def _live_pending(self) -> list[HeldJob]:
         return [p for p in self._pending if not p.future.done()]
 
-    async def _run_batch(self, run: _Run) -> None:
+    async def _run_batch(self, run: BatchRun) -> None:
         try:
             if run.batch:
                 await self._decode(run)
         finally:
             self._free_replicas.release()
 
-    async def _decode(self, run: _Run) -> None:
+    async def _decode(self, run: BatchRun) -> None:
         loop = asyncio.get_running_loop()
         batch = run.batch
         for pending in batch:
@@ -383,13 +346,13 @@ class ModelRunner:
             else:
                 self._resolve(pending)
 
-    def _requeue(self, pending: _Pending, *, since: int) -> None:
+    def _requeue(self, pending: HeldJob, *, since: int) -> None:
         """Back among the waiting jobs; what it generated becomes part of its prompt."""
         pending.prompt += [self.codec.token(i) for i in pending.decoder.token_ids[since:]]
         self._pending.appendleft(pending)
         self._arrived.set()
 
-    def _resolve(self, pending: _Pending) -> None:
+    def _resolve(self, pending: HeldJob) -> None:
         if pending.future.done():
             return
         decoder = pending.decoder

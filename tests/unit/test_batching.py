@@ -13,6 +13,7 @@ from worker.batching import (
     batch_seconds,
     plan,
     plan_width,
+    seconds_left,
     select_batch,
     step_at,
 )
@@ -177,6 +178,27 @@ def test_a_batch_runs_its_longest_item_while_the_others_leave() -> None:
     assert batch_seconds([Job(10, remaining_tokens=4), Job(12, remaining_tokens=4)], step_s) == (
         pytest.approx(4 * 0.02 + 2 * 0.01)
     )
+
+
+def test_a_replica_still_decoding_is_planned_as_busy() -> None:
+    # Both replicas free: 16 and 8 side by side. One of them busy for as long as a batch of
+    # 16 takes: the free one would decode 16 while the 8 waited; three batches of 8 share out.
+    step_s = {8: 0.040, 16: 0.0696}
+    pending = [Job(100, remaining_tokens=32) for _ in range(24)]
+    assert plan_width(pending, step_s, replicas=2) == 16
+    assert plan_width(pending, step_s, replicas=2, busy_s=[32 * step_s[16]]) == 8
+
+
+def test_a_running_batch_has_left_what_its_items_have_not_come_to() -> None:
+    step_s = {1: 0.01, 2: 0.02}
+    short, long = Job(10, remaining_tokens=4), Job(12, remaining_tokens=4)
+    at_start = [4, 4]
+    short.remaining_tokens = 3  # one token in: the long prompt has one of its 2 extra fed
+    assert seconds_left([short, long], at_start, [True, True], step_s) == pytest.approx(
+        3 * 0.02 + 2 * 0.01
+    )
+    # The short one stopped (a stop sequence): the long one alone, 1 prompt step and 4 tokens.
+    assert seconds_left([short, long], at_start, [False, True], step_s) == pytest.approx(5 * 0.01)
 
 
 def test_a_batch_step_is_read_off_the_timed_steps() -> None:

@@ -109,3 +109,23 @@ def test_a_full_prefetch_still_waits_for_a_job_on_its_way(
     caplog.set_level(logging.INFO, logger="headrace.scheduler")
     asyncio.run(serving(model, body))
     assert [sorted(b) for b in batches(caplog)] == [["j0", "j1", "j2", "j3"]]
+
+
+def test_a_burst_is_planned_with_the_replicas_still_decoding_counted_busy(
+    engine: Engine, dev_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 64 like jobs and steps of 16 giving 1.15 times the tokens per second of 8: four batches
+    # of 16 in two rounds end first. Once the first has started, a plan of the other 48 that
+    # counted its replica free would cut them in batches of 8 (three rounds of a cheaper step
+    # on two replicas); with that replica busy, 16 still ends first.
+    model = runner(engine, dev_model_dir)
+    model.max_batch_size = 16
+    model.step_seconds = {8: 0.040, 16: 0.0696}
+    model.set_intake_full(True)
+
+    async def body() -> None:
+        await asyncio.gather(*(model.complete(f"j{i}", greedy("Water", 32)) for i in range(64)))
+
+    caplog.set_level(logging.INFO, logger="headrace.scheduler")
+    asyncio.run(serving(model, body))
+    assert [len(b) for b in batches(caplog)] == [16, 16, 16, 16]
