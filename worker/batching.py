@@ -92,11 +92,14 @@ def plan_width(
 ) -> int:
     """Of the timed widths (`step_s`: one replica's decoding step at each, in seconds, all
     replicas decoding), the one whose plan of `pending` ends first (see the module doc); the
-    narrower of two that end together. `busy_s`: what the replicas decoding now have left."""
+    narrower of two that end together. `busy_s`: what the batches decoding now have left; the
+    plan is made for a free replica, so the longest `replicas - 1` of them count (a batch just
+    ended, not yet forgotten, counts as 0)."""
+    busy = sorted(busy_s, reverse=True)[: replicas - 1]
 
     def makespan(width: int) -> tuple[float, int]:
         # The most work first onto the replica free first, as the scheduler starts them.
-        loads = [*busy_s, *[0.0] * (replicas - len(busy_s))]
+        loads = [*busy, *[0.0] * (replicas - len(busy))]
         for batch in sorted(plan(pending, width), key=work, reverse=True):
             loads[loads.index(min(loads))] += batch_seconds(batch, step_s)
         return max(loads), width

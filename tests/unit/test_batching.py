@@ -187,6 +187,8 @@ def test_a_replica_still_decoding_is_planned_as_busy() -> None:
     pending = [Job(100, remaining_tokens=32) for _ in range(24)]
     assert plan_width(pending, step_s, replicas=2) == 16
     assert plan_width(pending, step_s, replicas=2, busy_s=[32 * step_s[16]]) == 8
+    # Batches just ended (0 left) are no replicas of their own.
+    assert plan_width(pending, step_s, replicas=2, busy_s=[0.0, 32 * step_s[16], 0.0]) == 8
 
 
 def test_a_running_batch_has_left_what_its_items_have_not_come_to() -> None:
