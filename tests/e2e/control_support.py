@@ -75,6 +75,13 @@ def log_messages(stack: LocalStack, request_id: str) -> list[str]:
     return messages(stack.worker_log(0), request_id)
 
 
+def logged_end(stack: LocalStack, request_id: str, ended: str) -> list[str]:
+    """The worker's log lines of a job once they hold `ended`: the worker logs a job's end
+    after storing it, so a client may see the end before the line is written."""
+    wait_until(lambda: ended in log_messages(stack, request_id), 10, f"the log line {ended!r}")
+    return log_messages(stack, request_id)
+
+
 def assert_stream_ends_as_the_job(aws: AwsClients, stack: LocalStack, job: dict[str, Any]) -> None:
     """The stored stream has one last event, and it says what the record says: the stored
     text and counts, and (for a job stopped early) why, as the error beside its output."""

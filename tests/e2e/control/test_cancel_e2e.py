@@ -31,6 +31,7 @@ from tests.e2e.control_support import (
     assert_stream_ends_as_the_job,
     cancel,
     log_messages,
+    logged_end,
     table_of,
     view,
     wait_final,
@@ -47,7 +48,7 @@ from tests.e2e.lease_support import (
 from tests.e2e.support import Api, log_lines
 from tests.e2e.test_cli_client import env_for, headrace
 
-MATE = {"prompt": "The mill", "max_new_tokens": 1500, "temperature": 0}
+MATE = {"prompt": "The mill", "max_new_tokens": 3000, "temperature": 0}
 
 
 def batches(stack: LocalStack) -> list[list[str]]:
@@ -84,6 +85,7 @@ def test_a_running_job_leaves_its_batch_within_a_step_and_its_mate_is_untouched(
     assert_stream_ends_as_the_job(aws, stack, cancelled)
     # Learned of at one token count, stopped at the next step (or the one after, if a step was
     # under way when the flag was set): never decoded on.
+    logged_end(stack, long_id, "job cancelled")
     learned = tokens_logged(stack, long_id, "cancel seen; stopping the job")
     stopped = tokens_logged(stack, long_id, "job cancelled")
     assert stopped == cancelled["output"]["num_completion_tokens"]
@@ -163,8 +165,8 @@ def test_a_job_whose_worker_died_after_a_cancel_ends_undecoded_at_the_next_claim
     assert ended["status"] == "CANCELLED"
     assert ended["output"] == {"text": "<1><2>", "num_completion_tokens": 4}
     assert_stream_ends_as_the_job(aws, stack, ended)
-    lines = log_messages(stack, job.request_id)
-    assert "job cancelled before it was decoded" in lines and "decoding" not in lines
+    lines = logged_end(stack, job.request_id, "job cancelled before it was decoded")
+    assert "decoding" not in lines
 
 
 def test_cancelling_a_final_job_answers_409_and_another_keys_job_404(
