@@ -118,20 +118,16 @@ def batch_seconds(batch: Sequence[Batchable], step_s: Mapping[int, float]) -> fl
 
 def seconds_left(
     batch: Sequence[Batchable],
-    remaining_at_start: Sequence[int],
+    generated: Sequence[int],
     live: Sequence[bool],
     step_s: Mapping[int, float],
 ) -> float:
-    """What a running batch has left, counted as `batch_seconds` counts it: the tokens items
-    have come to since it started tell how far it is (an item with none may still be fed its
-    prompt), and an item no longer `live` has left it."""
+    """What a running batch has left, counted as `batch_seconds` counts it: `generated`, the
+    tokens each item has come to since the batch started, tells how far it is (an item with
+    none may still be fed its prompt), and an item no longer `live` has left it."""
     shortest = min(len(p.prompt) for p in batch)
     leads = [len(p.prompt) - shortest for p in batch]
-    started = zip(batch, remaining_at_start, leads, strict=True)
-    step = max(
-        (r - p.remaining_tokens + lead for p, r, lead in started if p.remaining_tokens < r),
-        default=0,
-    )
+    step = max((g + lead for g, lead in zip(generated, leads, strict=True) if g), default=0)
     ends = [
         p.remaining_tokens + max(0, lead - step)
         for p, lead, alive in zip(batch, leads, live, strict=True)

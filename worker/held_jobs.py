@@ -48,15 +48,17 @@ class BatchRun:
     started_at: float
     gives_way: bool  # a lone job started on an idle worker: yields to a burst while young
     tokens_at_start: list[int] = field(init=False)
-    remaining_at_start: list[int] = field(init=False)
     stopping: bool = False  # read by the engine's thread: every item stops at its next token
 
     def __post_init__(self) -> None:
         self.tokens_at_start = [p.decoder.num_completion_tokens for p in self.batch]
-        self.remaining_at_start = [p.remaining_tokens for p in self.batch]
 
     def seconds_left(self, step_s: Mapping[int, float]) -> float:
         live = [not p.future.done() for p in self.batch]
         if self.stopping or not any(live):
             return 0.0
-        return seconds_left(self.batch, self.remaining_at_start, live, step_s)
+        generated = [
+            p.decoder.num_completion_tokens - start
+            for p, start in zip(self.batch, self.tokens_at_start, strict=True)
+        ]
+        return seconds_left(self.batch, generated, live, step_s)

@@ -193,14 +193,15 @@ def test_a_replica_still_decoding_is_planned_as_busy() -> None:
 
 def test_a_running_batch_has_left_what_its_items_have_not_come_to() -> None:
     step_s = {1: 0.01, 2: 0.02}
-    short, long = Job(10, remaining_tokens=4), Job(12, remaining_tokens=4)
-    at_start = [4, 4]
-    short.remaining_tokens = 3  # one token in: the long prompt has one of its 2 extra fed
-    assert seconds_left([short, long], at_start, [True, True], step_s) == pytest.approx(
+    # 4 tokens each at the start; the short one has come to one since (3 left), while the
+    # long prompt had one of its 2 extra tokens fed.
+    short, long = Job(10, remaining_tokens=3), Job(12, remaining_tokens=4)
+    generated = [1, 0]
+    assert seconds_left([short, long], generated, [True, True], step_s) == pytest.approx(
         3 * 0.02 + 2 * 0.01
     )
     # The short one stopped (a stop sequence): the long one alone, 1 prompt step and 4 tokens.
-    assert seconds_left([short, long], at_start, [False, True], step_s) == pytest.approx(5 * 0.01)
+    assert seconds_left([short, long], generated, [False, True], step_s) == pytest.approx(5 * 0.01)
 
 
 def test_a_batch_step_is_read_off_the_timed_steps() -> None:
