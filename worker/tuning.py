@@ -66,7 +66,6 @@ MIN_STEP_S = 0.001
 class Trial:
     width: int
     tokens_per_s: float
-    seconds: float  # the whole trial, prompt passes and repeats included
     replicas: int
 
     @property
@@ -95,13 +94,10 @@ def choose_batch_width(
     # of a fresh process gained less from 16 than later ones did).
     _decode(engine, prefix, prompt, widths[-1], clock)
     tries: dict[int, list[float]] = {}
-    spent: dict[int, float] = {}
 
     def timed(width: int) -> Trial:
-        start = clock()
         tries.setdefault(width, []).append(_decode(engine, prefix, prompt, width, clock))
-        spent[width] = spent.get(width, 0.0) + clock() - start
-        return Trial(width, max(tries[width]), spent[width], engine.inter_threads)
+        return Trial(width, max(tries[width]), engine.inter_threads)
 
     trials = {widths[0]: timed(widths[0])}
     chosen = widths[0]
