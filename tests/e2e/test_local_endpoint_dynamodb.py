@@ -309,3 +309,86 @@ def test_item_reads_return_every_attribute_type_as_written(moto_endpoint: str) -
     assert [normalized(i) for i in scanned["Items"]] == [expected]
     # A key that is not there: no Item member at all.
     assert "Item" not in dynamodb.get_item(TableName=table, Key=key_of("absent", True))
+
+
+def test_a_query_reads_its_partition_in_sort_key_order_with_conditions_and_pages(
+    moto_endpoint: str,
+) -> None:
+    """The local endpoint answers a base-table Query from the partition it names (not a sort
+    of the whole table): the same items, order, key conditions, filters and pages as DynamoDB,
+    and a query of a missing partition creates none."""
+    dynamodb = dynamodb_client(moto_endpoint)
+    table = new_table(dynamodb, sort_key=True)
+    for pk in ("job#a", "job#b", "job#c"):
+        for sk in ("sub#2", "chunk#1", "sub#1", "head", "sub#3"):
+            dynamodb.put_item(
+                TableName=table, Item={"pk": {"S": pk}, "sk": {"S": sk}, "of": {"S": pk}}
+            )
+
+    def sort_keys(**query: Any) -> list[str]:
+        answer = dynamodb.query(TableName=table, ConsistentRead=True, **query)
+        assert all(item["pk"]["S"] == "job#b" for item in answer["Items"])
+        return [item["sk"]["S"] for item in answer["Items"]]
+
+    values = {":pk": {"S": "job#b"}}
+    assert sort_keys(KeyConditionExpression="pk = :pk", ExpressionAttributeValues=values) == [
+        "chunk#1",
+        "head",
+        "sub#1",
+        "sub#2",
+        "sub#3",
+    ]
+    subscriptions = {**values, ":sub": {"S": "sub#"}}
+    by_prefix = "pk = :pk AND begins_with(sk, :sub)"
+    assert sort_keys(KeyConditionExpression=by_prefix, ExpressionAttributeValues=subscriptions) == [
+        "sub#1",
+        "sub#2",
+        "sub#3",
+    ]
+    assert sort_keys(
+        KeyConditionExpression=by_prefix,
+        ExpressionAttributeValues=subscriptions,
+        ScanIndexForward=False,
+    ) == ["sub#3", "sub#2", "sub#1"]
+    assert sort_keys(
+        KeyConditionExpression="pk = :pk",
+        FilterExpression="sk <> :head",
+        ExpressionAttributeValues={**values, ":head": {"S": "head"}},
+    ) == ["chunk#1", "sub#1", "sub#2", "sub#3"]
+    first = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression=by_prefix,
+        ExpressionAttributeValues=subscriptions,
+        Limit=2,
+    )
+    assert [i["sk"]["S"] for i in first["Items"]] == ["sub#1", "sub#2"]
+    rest = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression=by_prefix,
+        ExpressionAttributeValues=subscriptions,
+        ExclusiveStartKey=first["LastEvaluatedKey"],
+    )
+    assert [i["sk"]["S"] for i in rest["Items"]] == ["sub#3"]
+    missing = {":pk": {"S": "job#missing"}}
+    assert sort_keys(KeyConditionExpression="pk = :pk", ExpressionAttributeValues=missing) == []
+    assert len(dynamodb.scan(TableName=table)["Items"]) == 15
+
+
+def test_a_query_of_a_table_without_sort_key_reads_its_one_item(moto_endpoint: str) -> None:
+    dynamodb = dynamodb_client(moto_endpoint)
+    table = new_table(dynamodb, sort_key=False)
+    for pk in ("a", "b", "c"):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": pk}, "n": {"N": "1"}})
+    answer = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "b"}},
+    )
+    assert answer["Items"] == [{"pk": {"S": "b"}, "n": {"N": "1"}}]
+    assert answer["Count"] == 1
+    none = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "z"}},
+    )
+    assert none["Items"] == []
