@@ -19,8 +19,8 @@ from typing import Any
 
 from headrace.core import routes
 from headrace.core.contracts import CompletionRequest
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
-from headrace.core.tables import streams as stream_table
 from headrace.dev.apigw import build_event, forwarding_headers, new_request_id
 from headrace.dev.routes import RouteTable
 from headrace.dev.ws_events import (
@@ -127,7 +127,7 @@ def _connection(facts: StackFacts, *, recorded: bool) -> ConnectionInfo:
     if recorded:
         owner = job_table.hash_api_key(facts.api_key)
         facts.dynamodb.put_item(
-            **stream_table.put_connection(
+            **connection_table.put_connection(
                 facts.table_name,
                 connection_id=info.connection_id,
                 owner=owner,
@@ -139,7 +139,7 @@ def _connection(facts: StackFacts, *, recorded: bool) -> ConnectionInfo:
 
 
 def _connection_lookup(facts: StackFacts, info: ConnectionInfo) -> dict[str, Any]:
-    key = stream_table.connection_key(info.connection_id)
+    key = connection_table.connection_key(info.connection_id)
     params = {"TableName": facts.table_name, "Key": key, "ConsistentRead": True}
     return {"service": "dynamodb", "operation": "get_item", "params": params}
 
@@ -171,7 +171,7 @@ def _disconnect(facts: StackFacts) -> Request:
         request_id=new_request_id(),
         now=datetime.now(UTC),
     )
-    query = stream_table.query_connection_items(facts.table_name, info.connection_id)
+    query = connection_table.query_connection_items(facts.table_name, info.connection_id)
     return Request(event, {"service": "dynamodb", "operation": "query", "params": query})
 
 

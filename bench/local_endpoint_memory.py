@@ -8,7 +8,7 @@ does), creates the resources of template.yaml, fills the jobs table with `--item
 and their stream chunks, about the sizes the stack writes), then plays `--rounds` rounds of:
 
 - **transact**: `--calls` TransactWriteItems, alternately a WebSocket subscription and its
-  removal (the requests of `headrace.core.tables.streams`: one per `complete`, `subscribe`
+  removal (the requests of `headrace.core.tables.connections`: one per `complete`, `subscribe`
   and disconnect);
 - **put**: `--calls` PutItem of a stream chunk, rewriting chunks that exist (the table keeps
   its size, so memory it gains is memory it keeps, not data);
@@ -36,6 +36,7 @@ import boto3
 
 from bench.procinfo import machine
 from headrace.core.contracts import StreamEvent
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.moto import MOTO_CREDENTIALS, start_moto_server, stop_process
@@ -127,7 +128,7 @@ class Workload:
         if self._subscribed is None:
             self._subscribed = (self._next_job(), uuid.uuid4().hex[:16])
             request_id, connection_id = self._subscribed
-            request = stream_table.add_subscription(
+            request = connection_table.add_subscription(
                 self.table,
                 request_id=request_id,
                 connection_id=connection_id,
@@ -138,7 +139,7 @@ class Workload:
         else:
             request_id, connection_id = self._subscribed
             self._subscribed = None
-            request = stream_table.delete_subscription(
+            request = connection_table.delete_subscription(
                 self.table, request_id=request_id, connection_id=connection_id
             )
         started = time.perf_counter()

@@ -23,6 +23,7 @@ from typing import Any
 from headrace.core.aws_calls import AwsCall
 from headrace.core.contracts import StreamEvent
 from headrace.core.errors import ConditionFailed, HeadraceError
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import Item
 from worker.lifecycle import StreamTail
@@ -386,7 +387,7 @@ class StreamPublisher:
         try:
             await self.aws(
                 self.dynamodb.transact_write_items,
-                **stream_table.delete_subscription(
+                **connection_table.delete_subscription(
                     self.settings.table, request_id=self.request_id, connection_id=connection_id
                 ),
             )

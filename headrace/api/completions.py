@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
 
 from headrace.api import webhook_urls
 from headrace.api.services import ApiServices
@@ -20,7 +19,9 @@ from headrace.core.errors import (
 )
 from headrace.core.guides import check_guide
 from headrace.core.settings import Settings
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
+from headrace.core.tables.connections import Connection
 from headrace.core.tables.jobs import JobRecord
 
 # SQS takes a message body of at most 256 KiB: a job that does not fit would be recorded and then
@@ -85,12 +86,12 @@ def submit(
     owner: str,
     request: CompletionRequest,
     model: str,
-    before_enqueue: Callable[[str], None] | None = None,
+    followed_by: Connection | None = None,
 ) -> SubmitResponse:
     """Record the job, then enqueue it. A job whose message never left is marked FAILED.
 
-    `before_enqueue(request_id)` runs between the two, e.g. to subscribe a connection before
-    any worker can start the job.
+    A job `followed_by` a WebSocket connection is recorded with that connection's
+    subscription, in one transaction, so it has its follower before any worker can start it.
     """
     check_limits(services.settings, request)
     settings = services.settings
@@ -107,20 +108,26 @@ def submit(
             f"request: {message_bytes} bytes as a job, over the queue's limit of"
             f" {QUEUE_MESSAGE_LIMIT_BYTES} (shorten the prompt or stop_sequences)"
         )
-    call_aws(
-        services.dynamodb.put_item,
-        **job_table.put_new_job(
-            settings.table_name,
-            request_id=request_id,
-            owner=owner,
-            model=model,
-            request=stored_request,
-            now=now,
-            ttl_seconds=settings.job_ttl_seconds,
-        ),
+    new_job = job_table.put_new_job(
+        settings.table_name,
+        request_id=request_id,
+        owner=owner,
+        model=model,
+        request=stored_request,
+        now=now,
+        ttl_seconds=settings.job_ttl_seconds,
     )
-    if before_enqueue is not None:
-        before_enqueue(request_id)
+    if followed_by is None:
+        call_aws(services.dynamodb.put_item, **new_job)
+    else:
+        followed = connection_table.new_job_followed(
+            new_job,
+            request_id=request_id,
+            connection_id=followed_by.connection_id,
+            endpoint=followed_by.endpoint,
+            now=now,
+        )
+        call_aws(services.dynamodb.transact_write_items, **followed)
     try:
         call_aws(
             services.sqs.send_message,
@@ -149,11 +156,16 @@ def mark_enqueue_failed(services: ApiServices, request_id: str, reason: str) -> 
         )
 
 
-def get_job(services: ApiServices, *, owner: str, request_id: str) -> JobRecord:
+def check_request_id(request_id: str) -> None:
+    """A request id that cannot be one is not found, before any read."""
     try:
         uuid.UUID(request_id)
     except ValueError:
         raise NotFound(f"request {request_id!r} not found") from None
+
+
+def get_job(services: ApiServices, *, owner: str, request_id: str) -> JobRecord:
+    check_request_id(request_id)
     found = call_aws(
         services.dynamodb.get_item, **job_table.get_job(services.settings.table_name, request_id)
     )

@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import CompletionRequest, JobStatus
 from headrace.core.errors import ConditionFailed, Conflict, HeadraceError, InvalidRequest
 from headrace.core.tables import idempotency as key_table
+from headrace.core.tables.connections import Connection
 from headrace.core.tables.idempotency import KeyRecord
 
 logger = logging.getLogger("headrace.api")
@@ -120,12 +121,12 @@ def submit(
     request: CompletionRequest,
     model: str,
     key: IdempotencyKey | None,
-    before_enqueue: Callable[[str], None] | None = None,
+    followed_by: Connection | None = None,
 ) -> Submission:
     """`completions.submit`, once per key and owner within the retention period."""
     if key is None:
         submitted = completions.submit(
-            services, owner=owner, request=request, model=model, before_enqueue=before_enqueue
+            services, owner=owner, request=request, model=model, followed_by=followed_by
         )
         return Submission(submitted.request_id, submitted.status)
     completions.check_limits(services.settings, request)  # a refused request holds no key
@@ -134,11 +135,11 @@ def submit(
     while True:
         token = str(uuid.uuid4())
         if _try_claim(services, claim, token):
-            return _submit_first(services, claim, token, request, model, before_enqueue)
+            return _submit_first(services, claim, token, request, model, followed_by)
         record = _read(services, claim)
         if record is not None and record.token == token:
             # Our own write: retried after its answer was lost, it lost to itself.
-            return _submit_first(services, claim, token, request, model, before_enqueue)
+            return _submit_first(services, claim, token, request, model, followed_by)
         if record is not None and record.fingerprint != claim.fingerprint:
             raise IdempotencyConflict(
                 f"{key.name}: this key was already used with a different request; use a new"
@@ -198,14 +199,14 @@ def _submit_first(
     token: str,
     request: CompletionRequest,
     model: str,
-    before_enqueue: Callable[[str], None] | None,
+    followed_by: Connection | None,
 ) -> Submission:
     """The key is ours: record and enqueue the job, then point the key at it."""
     table = services.settings.table_name
     held = {"owner": claim.owner, "idempotency_key": claim.key.value, "token": token}
     try:
         submitted = completions.submit(
-            services, owner=claim.owner, request=request, model=model, before_enqueue=before_enqueue
+            services, owner=claim.owner, request=request, model=model, followed_by=followed_by
         )
     except Exception:
         # As Powertools does: a failed first request leaves no record, so a retry submits anew.

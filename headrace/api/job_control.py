@@ -25,8 +25,8 @@ from headrace.core.control import CancelResponse
 from headrace.core.errors import ConditionFailed, Conflict, HeadraceError, TransientError
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
+from headrace.core.tables.connections import Connection
 from headrace.core.tables.jobs import JobRecord
-from headrace.core.tables.streams import Connection
 
 logger = logging.getLogger("headrace.api")
 

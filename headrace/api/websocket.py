@@ -26,9 +26,10 @@ from headrace.core.errors import (
     Unauthorized,
 )
 from headrace.core.tables import api_keys as key_table
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import streams as stream_table
+from headrace.core.tables.connections import Connection
 from headrace.core.tables.jobs import JobRecord
-from headrace.core.tables.streams import Connection
 
 logger = logging.getLogger("headrace.api")
 
@@ -46,7 +47,7 @@ def connect(
     owner = authenticate(services, api_key)
     table = services.settings.table_name
     now = services.clock()
-    record = stream_table.put_connection(
+    record = connection_table.put_connection(
         table, connection_id=connection_id, owner=owner, endpoint=endpoint, now=now
     )
     listing = key_table.put_key_connection(
@@ -54,7 +55,7 @@ def connect(
         key_id=owner,
         connection_id=connection_id,
         endpoint=endpoint,
-        expires_at=stream_table.connection_expiry(now),
+        expires_at=connection_table.connection_expiry(now),
     )
     call_aws(
         services.dynamodb.transact_write_items,
@@ -71,7 +72,7 @@ def connection(services: ApiServices, connection_id: str) -> Connection:
     found = call_aws(
         services.dynamodb.get_item,
         TableName=services.settings.table_name,
-        Key=stream_table.connection_key(connection_id),
+        Key=connection_table.connection_key(connection_id),
         ConsistentRead=True,
     )
     if "Item" not in found:
@@ -101,45 +102,30 @@ def disconnect(services: ApiServices, *, connection_id: str) -> None:
     """Forget the connection, every subscription it had, and its entry under its key."""
     table = services.settings.table_name
     answer = call_aws(
-        services.dynamodb.query, **stream_table.query_connection_items(table, connection_id)
+        services.dynamodb.query, **connection_table.query_connection_items(table, connection_id)
     )
-    for item in answer.get("Items", []):
-        sk = item["sk"]["S"]
-        if sk.startswith("sub#"):
-            call_aws(
-                services.dynamodb.transact_write_items,
-                **stream_table.delete_subscription(
-                    table, request_id=sk.removeprefix("sub#"), connection_id=connection_id
-                ),
-            )
-        elif sk == "conn":
-            call_aws(
-                services.dynamodb.delete_item,
-                TableName=table,
-                Key=key_table.key_connection_key(item["owner"]["S"], connection_id),
-            )
-    call_aws(
-        services.dynamodb.delete_item,
-        TableName=table,
-        Key=stream_table.connection_key(connection_id),
-    )
+    items = answer.get("Items", [])
+    for request in connection_table.forget_connection(table, connection_id, items):
+        call_aws(services.dynamodb.transact_write_items, **request)
 
 
 def _add_subscription(
     services: ApiServices, conn: Connection, request_id: str, from_seq: int
 ) -> None:
-    request = stream_table.add_subscription(
+    """Subscribe `conn` to a job of its own key; any other is not found, as a missing one."""
+    request = connection_table.add_subscription(
         services.settings.table_name,
         request_id=request_id,
         connection_id=conn.connection_id,
         endpoint=conn.endpoint,
         from_seq=from_seq,
         now=services.clock(),
+        owner=conn.owner,
     )
     try:
         call_aws(services.dynamodb.transact_write_items, **request)
     except ConditionFailed:
-        raise NotFound(f"request {request_id!r} not found") from None  # it expired just now
+        raise NotFound(f"request {request_id!r} not found") from None
 
 
 def complete(
@@ -156,7 +142,7 @@ def complete(
         request=request,
         model=model,
         key=key,
-        before_enqueue=lambda request_id: _add_subscription(services, conn, request_id, 0),
+        followed_by=conn,
     )
     if submitted.replayed:  # the key's first request made the job: follow it from seq 0
         ack = subscribe(services, conn, request_id=submitted.request_id, from_seq=0)
@@ -168,7 +154,7 @@ def subscribe(
     services: ApiServices, conn: Connection, *, request_id: str, from_seq: int
 ) -> WebSocketAck:
     """Follow a job of the same key from `from_seq`: replay what is stored, then live."""
-    record = completions.get_job(services, owner=conn.owner, request_id=request_id)
+    completions.check_request_id(request_id)
     _add_subscription(services, conn, request_id, from_seq)
     # Read again after subscribing: if the job is final now, its worker may have looked for
     # subscribers before ours existed, so this handler replays (at most one side attaches).

@@ -6,28 +6,27 @@ record."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from headrace.api.services import build_services
-from headrace.core.settings import Settings
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
-from headrace.core.tables import streams as stream_table
-from headrace.dev.moto import MOTO_CREDENTIALS
-from infra.provision import AwsClients, ProvisionedResources, provision
+from infra.provision import AwsClients, ProvisionedResources
+from tests.e2e.handlers_aws_support import (
+    handlers_served_by,
+    new_stack,
+    own_clients,
+    stored_keys,
+)
 from tests.events import HTTP_EVENTS, WEBSOCKET_EVENTS, load_event
 from tests.handler_support import (
     CONNECTION_ID,
     KEY,
     MODEL_ZOO,
     http_answer,
-    use_services,
     websocket_error,
     with_body,
 )
@@ -38,16 +37,8 @@ ENDPOINT = "https://f6g7h8i9j0.execute-api.us-east-1.amazonaws.com/ws"
 
 @pytest.fixture(scope="module")
 def aws(moto_endpoint: str) -> Iterator[AwsClients]:
-    """The tests' own clients, apart from the handlers': to set up and to look afterwards."""
-    session = boto3.session.Session(region_name="us-east-1", **MOTO_CREDENTIALS)
-    clients = AwsClients.create(moto_endpoint, session=session)
-    yield clients
-    clients.close()
-
-
-def new_stack(aws: AwsClients) -> ProvisionedResources:
-    # The moto server is shared by the session: a stack name of its own.
-    return provision(aws, stack_name=f"h{uuid.uuid4().hex[:10]}")
+    with own_clients(moto_endpoint) as clients:
+        yield clients
 
 
 # A stack is shared by the module's tests (provisioning one costs a second); they only read it,
@@ -60,7 +51,7 @@ def stack_with_key_and_connection(aws: AwsClients) -> ProvisionedResources:
     now = time.time()
     aws.dynamodb.put_item(**job_table.put_api_key(table, KEY, name="handler tests", now=now))
     aws.dynamodb.put_item(
-        **stream_table.put_connection(
+        **connection_table.put_connection(
             table,
             connection_id=CONNECTION_ID,
             owner=job_table.hash_api_key(KEY),
@@ -74,31 +65,6 @@ def stack_with_key_and_connection(aws: AwsClients) -> ProvisionedResources:
 @pytest.fixture(scope="module")
 def empty_stack(aws: AwsClients) -> ProvisionedResources:
     return new_stack(aws)
-
-
-@contextlib.contextmanager
-def handlers_served_by(
-    moto_endpoint: str, resources: ProvisionedResources, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """What a cold start builds (real boto3 clients) for `resources`, given to every handler.
-
-    Built anew for each test, so that none rides on a key another test's services cached."""
-    settings = Settings(
-        aws_endpoint_url=moto_endpoint,
-        region=resources.region,
-        table_name=resources.table_name,
-        queue_name=resources.queue_name,
-        dlq_name=resources.dlq_name,
-        models_bucket=resources.bucket_name,
-        model_zoo=MODEL_ZOO,
-    )
-    services = build_services(settings)
-    use_services(monkeypatch, services)
-    try:
-        yield
-    finally:
-        services.dynamodb.close()
-        services.sqs.close()
 
 
 @pytest.fixture
@@ -119,13 +85,6 @@ def nothing_stored(
     """The handlers on a stack whose table holds nothing: no key, no connection."""
     with handlers_served_by(moto_endpoint, empty_stack, monkeypatch):
         yield empty_stack
-
-
-def stored_keys(aws: AwsClients, resources: ProvisionedResources) -> list[tuple[str, str]]:
-    items: list[dict[str, Any]] = aws.dynamodb.scan(
-        TableName=resources.table_name, ConsistentRead=True
-    )["Items"]
-    return sorted((item["pk"]["S"], item["sk"]["S"]) for item in items)
 
 
 def assert_no_job(aws: AwsClients, resources: ProvisionedResources) -> None:

@@ -26,8 +26,8 @@ from headrace.core import routes
 from headrace.core.errors import NotFound
 from headrace.core.settings import Settings
 from headrace.core.tables import api_keys as key_table
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
-from headrace.core.tables import streams as stream_table
 from headrace.dev.model import DEV_MODEL_NAME
 from headrace.dev.moto import MOTO_ENV
 from headrace.dev.stack import LocalStack, StackOptions
@@ -208,7 +208,7 @@ def test_a_frame_of_a_key_deleted_without_revoke_gets_401_and_the_socket_closes(
 
     def forgotten() -> bool:
         found = services.dynamodb.get_item(
-            TableName=table, Key=stream_table.connection_key(connection_id), ConsistentRead=True
+            TableName=table, Key=connection_table.connection_key(connection_id), ConsistentRead=True
         )
         return "Item" not in found and listed_connections(services, key_id) == []
 

@@ -15,6 +15,7 @@ import pytest
 from headrace.core.aws_calls import call_aws_async
 from headrace.core.contracts import CompletionRequest
 from headrace.core.errors import ConditionFailed, NotFound
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
@@ -120,7 +121,7 @@ async def job_with_followers(
     )
     for connection in connections:
         await dynamodb.transact_write_items(
-            **stream_table.add_subscription(
+            **connection_table.add_subscription(
                 table,
                 request_id=request_id,
                 connection_id=connection,
@@ -154,7 +155,7 @@ def test_delivery_notes_go_with_the_flush_and_one_whose_subscription_went_fails_
         calls.append(dict(aws.calls))
         aws.calls.clear()
         await dynamodb.transact_write_items(
-            **stream_table.delete_subscription(table, request_id=request_id, connection_id="c2")
+            **connection_table.delete_subscription(table, request_id=request_id, connection_id="c2")
         )
         stored.append(await fence.store([chunk(table, request_id, 1)], writer, [note("c2", 0)]))
         calls.append(dict(aws.calls))
@@ -227,7 +228,7 @@ def test_a_subscription_to_a_missing_job_is_refused(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
     async def body(dynamodb: Any, sqs: Any) -> None:
-        request = stream_table.add_subscription(
+        request = connection_table.add_subscription(
             resources.table_name,
             request_id=str(uuid.uuid4()),
             connection_id="c",

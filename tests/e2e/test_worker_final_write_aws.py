@@ -15,6 +15,7 @@ import pytest
 from headrace.core.aws_calls import call_aws_async
 from headrace.core.contracts import CompletionOutput, CompletionRequest, JobMessage, JobStatus
 from headrace.core.settings import Settings
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
@@ -118,7 +119,7 @@ def test_a_subscriber_who_came_meanwhile_leaves_it_unstored_for_the_ordinary_wri
         worker = Worker("w1", resources, dynamodb)
         record, fence = await worker.claim(job)
         await dynamodb.transact_write_items(
-            **stream_table.add_subscription(
+            **connection_table.add_subscription(
                 worker.table,
                 request_id=job.request_id,
                 connection_id="c1",

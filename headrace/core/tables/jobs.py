@@ -70,7 +70,7 @@ class JobRecord:
     redriven: int = 0  # times its message came back from the dead-letter queue
     output: dict[str, Any] | None = None
     error: JobError | None = None
-    subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.core.tables.streams)
+    subscriptions: int = 0  # WebSocket subscriptions ever added (headrace.core.tables.connections)
     cancel_requested_at: float | None = None  # a cancel asked for while the job was not final
     attempt_limit: int | None = None  # set by a retry: attempts so far plus a new allowance
     retries: int = 0  # times POST .../retry queued it again

@@ -1,4 +1,4 @@
-"""DynamoDB layout of streams: numbered chunks, connections, and who follows which job.
+"""DynamoDB layout of streams: numbered chunks, and who follows which job.
 
 Items (same table as the jobs, keys `pk`/`sk`):
 - `job#<id>` / `chunk#<seq>`: one stream event (JSON) and the token ids it covers, so a retried
@@ -12,9 +12,8 @@ Items (same table as the jobs, keys `pk`/`sk`):
   finished job). Attaching is a conditional write, so exactly one of them replays the past.
   Adding one also counts it in the job record's `subscriptions`, so a worker learns of new
   followers of all its jobs with one BatchGetItem instead of a Query per job.
-- `conn#<connection_id>` / `conn`: the connection's owner and management endpoint (also listed
-  under its API key: headrace.core.tables.api_keys).
-- `conn#<connection_id>` / `sub#<request_id>`: the reverse of a subscription, for $disconnect.
+
+Connections and the writes that add and remove subscriptions: headrace.core.tables.connections.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ _SEQ_WIDTH = 9
 # decoder's first-token time: a head created so needs no first token noted from the stream.
 WITH_RESULT = "with_result"
 HANDLER_ATTACHMENT = "handler"
-_TWO_HOURS = 2 * 3600
 
 
 def chunk_sk(seq: int) -> str:
@@ -194,81 +192,7 @@ class StoredChunk:
         )
 
 
-# ---- connections and subscriptions ---------------------------------------------------------
-
-
-def connection_key(connection_id: str) -> Item:
-    return {"pk": {"S": f"conn#{connection_id}"}, "sk": {"S": "conn"}}
-
-
-def connection_expiry(now: float) -> int:
-    """When the items of a connection opened at `now` expire: past API Gateway's 2 h limit."""
-    return int(now) + _TWO_HOURS + 600
-
-
-def put_connection(
-    table: str, *, connection_id: str, owner: str, endpoint: str, now: float
-) -> dict[str, Any]:
-    return {
-        "TableName": table,
-        "Item": {
-            **connection_key(connection_id),
-            "owner": {"S": owner},
-            "endpoint": {"S": endpoint},
-            "connected_at": {"N": repr(now)},
-            "expires_at": {"N": str(connection_expiry(now))},
-        },
-    }
-
-
-@dataclass(frozen=True)
-class Connection:
-    connection_id: str
-    owner: str
-    endpoint: str
-
-    @classmethod
-    def from_item(cls, item: Item) -> Connection:
-        return cls(
-            connection_id=item["pk"]["S"].removeprefix("conn#"),
-            owner=item["owner"]["S"],
-            endpoint=item["endpoint"]["S"],
-        )
-
-
-def add_subscription(
-    table: str, *, request_id: str, connection_id: str, endpoint: str, from_seq: int, now: float
-) -> dict[str, Any]:
-    """One transaction: the subscription, its reverse entry under the connection, and +1 on
-    the job's `subscriptions` (the job must exist)."""
-    expires = {"N": str(int(now) + _TWO_HOURS + 600)}
-    forward: Item = {
-        "pk": job_key(request_id)["pk"],
-        "sk": {"S": f"sub#{connection_id}"},
-        "connection_id": {"S": connection_id},
-        "endpoint": {"S": endpoint},
-        "from_seq": {"N": str(from_seq)},
-        "expires_at": expires,
-    }
-    reverse: Item = {
-        "pk": {"S": f"conn#{connection_id}"},
-        "sk": {"S": f"sub#{request_id}"},
-        "expires_at": expires,
-    }
-    count = {
-        "TableName": table,
-        "Key": job_key(request_id),
-        "UpdateExpression": "ADD subscriptions :one",
-        "ConditionExpression": "attribute_exists(pk)",
-        "ExpressionAttributeValues": {":one": {"N": "1"}},
-    }
-    return {
-        "TransactItems": [
-            {"Put": {"TableName": table, "Item": forward}},
-            {"Put": {"TableName": table, "Item": reverse}},
-            {"Update": count},
-        ]
-    }
+# ---- subscriptions, as a worker reads and attaches them ----------------------------------
 
 
 def get_subscription_counts(table: str, request_ids: list[str]) -> dict[str, Any]:
@@ -301,15 +225,6 @@ def query_subscriptions(table: str, request_id: str) -> dict[str, Any]:
         "TableName": table,
         "KeyConditionExpression": "pk = :pk AND begins_with(sk, :sub)",
         "ExpressionAttributeValues": {":pk": job_key(request_id)["pk"], ":sub": {"S": "sub#"}},
-        "ConsistentRead": True,
-    }
-
-
-def query_connection_items(table: str, connection_id: str) -> dict[str, Any]:
-    return {
-        "TableName": table,
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": f"conn#{connection_id}"}},
         "ConsistentRead": True,
     }
 
@@ -377,24 +292,4 @@ def attach_subscription(
         "UpdateExpression": "SET attached_by = :me",
         "ConditionExpression": condition,
         "ExpressionAttributeValues": values,
-    }
-
-
-def delete_subscription(table: str, *, request_id: str, connection_id: str) -> dict[str, Any]:
-    """Both halves of a subscription, for a transact_write_items or two deletes."""
-    return {
-        "TransactItems": [
-            {
-                "Delete": {
-                    "TableName": table,
-                    "Key": {"pk": job_key(request_id)["pk"], "sk": {"S": f"sub#{connection_id}"}},
-                }
-            },
-            {
-                "Delete": {
-                    "TableName": table,
-                    "Key": {"pk": {"S": f"conn#{connection_id}"}, "sk": {"S": f"sub#{request_id}"}},
-                }
-            },
-        ]
     }
