@@ -150,6 +150,10 @@ class StreamPublisher:
         if self.settings.subscribers is not None:
             self.settings.subscribers.add(self)
         try:
+            if self._new_subscriptions:
+                # Who followed the job before it started (the connection that submitted it) is
+                # attached while the batch's prefill runs: off the first token's way out.
+                await self._deliver(refresh=True)
             while not self._finished:
                 await watch.signal.wait()
                 if bool(self._followers) != counted:

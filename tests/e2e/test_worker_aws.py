@@ -5,6 +5,8 @@ watch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,10 @@ from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
 from tests.e2e.worker_aws_support import CountingAws, chunk, fresh_resources, run
+from tests.unit.test_stream_interval import Decoding
 from worker.lifecycle import LeaseLost
+from worker.progress import ProgressSignal, Watch
+from worker.publisher import StreamPublisher, StreamSettings
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 from worker.transactions import TransactionGroups
 
@@ -240,3 +245,68 @@ def test_a_subscription_to_a_missing_job_is_refused(
             await call_aws_async(dynamodb.transact_write_items, **request)
 
     run(moto_endpoint, body)
+
+
+def test_who_followed_before_the_start_is_attached_before_the_first_token(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    """The connection that submitted the job is attached while the prefill runs: the first
+    token goes out after its flush's commit alone, not after a query and an attach too."""
+    table = resources.table_name
+    request_id = str(uuid.uuid4())
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[str | None, dict[str, int], list[int]]:
+        await job_with_followers(dynamodb, table, request_id, ("c1",))
+        aws = CountingAws()
+        posted: list[int] = []
+        first_post = asyncio.Event()
+
+        async def post(endpoint: str, connection_id: str, data: bytes) -> bool:
+            posted.append(json.loads(data)["seq"])
+            first_post.set()
+            return True
+
+        publisher = StreamPublisher(
+            request_id=request_id,
+            attacher="w",
+            settings=StreamSettings(table=table),
+            aws=aws,
+            dynamodb=dynamodb,
+            post=post,
+            writer=ChunkWriter(table=table, dynamodb=dynamodb, aws=aws),
+            fence=StreamFence(
+                table,
+                request_id,
+                1,
+                dynamodb,
+                aws,
+                expires_at=0,
+                flushes=TransactionGroups(dynamodb=dynamodb, aws=aws),
+            ),
+        )
+        publisher.subscriptions_seen(1)  # as the job record said at the claim
+        decoding = Decoding()
+        watch = Watch(ProgressSignal(asyncio.get_running_loop()), source=decoding)
+        following = asyncio.create_task(publisher.follow(watch))
+        watch.started.set()  # the batch started; no token yet
+        attached_by = None
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            answer = await dynamodb.query(**stream_table.query_subscriptions(table, request_id))
+            [subscription] = map(stream_table.Subscription.from_item, answer["Items"])
+            if (attached_by := subscription.attached_by) is not None:
+                break
+        aws.calls.clear()
+        decoding.tokens = 1
+        watch.signal.notify()
+        await first_post.wait()
+        first_token_calls = dict(aws.calls)
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        return attached_by, first_token_calls, posted
+
+    attached_by, first_token_calls, posted = run(moto_endpoint, body)
+    assert attached_by == "w"
+    assert first_token_calls == {"transact_write_items": 1}  # the commit, with its chunk
+    assert posted == [0]
