@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.core.aws import boto3_client
+from headrace.core.aws import boto3_client, fixed_user_agent
 from headrace.core.aws_calls import call_aws
 from headrace.core.contracts import Priority
 from headrace.core.logs import configure_logging
@@ -66,12 +66,15 @@ class ApiServices:
 
 
 def build_services(settings: Settings) -> ApiServices:
+    # A User-Agent composed once (headrace.core.aws.client_kwargs): every handler's calls pay
+    # for botocore's composing it anew per request otherwise.
+    user_agent = fixed_user_agent("api")
     return ApiServices(
         settings=settings,
-        dynamodb=boto3_client(settings, "dynamodb"),
-        sqs=boto3_client(settings, "sqs"),
+        dynamodb=boto3_client(settings, "dynamodb", user_agent=user_agent),
+        sqs=boto3_client(settings, "sqs", user_agent=user_agent),
         management_client_factory=lambda endpoint: boto3_client(
-            settings, "apigatewaymanagementapi", endpoint_url=endpoint
+            settings, "apigatewaymanagementapi", endpoint_url=endpoint, user_agent=user_agent
         ),
     )
 

@@ -89,14 +89,20 @@ def _process_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-def boto3_client(settings: Settings, service: str, *, endpoint_url: str | None = None) -> Any:
+def boto3_client(
+    settings: Settings,
+    service: str,
+    *,
+    endpoint_url: str | None = None,
+    user_agent: str | None = None,
+) -> Any:
     """A client from the process's one boto3 session.
 
     A session loads the endpoint and service definitions once; a new session per client
     loads them again, which a Lambda pays at every cold start. Creating clients from one
     session is not thread-safe in botocore, hence the lock.
     """
-    kwargs = client_kwargs(settings)
+    kwargs = client_kwargs(settings, user_agent=user_agent)
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     with _session_lock:

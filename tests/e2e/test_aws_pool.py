@@ -12,6 +12,7 @@ import aioboto3
 import pytest
 from botocore.exceptions import ClientError
 
+from headrace.api.services import build_services
 from headrace.core.aws import boto3_client, client_kwargs, fixed_user_agent
 from headrace.core.settings import Settings
 
@@ -96,3 +97,21 @@ def test_a_fixed_user_agent_is_what_the_endpoint_gets(moto_endpoint: str) -> Non
     asyncio.run(call(None))
     assert sent[0].startswith(fixed_user_agent("worker") + " ")
     assert not sent[1].startswith(fixed_user_agent("worker")), sent[1]
+
+
+def test_the_api_handlers_clients_send_a_fixed_user_agent(moto_endpoint: str) -> None:
+    """What every API handler's calls go through (its cold start's services) sends a User-Agent
+    composed once, as the worker's clients do."""
+    services = build_services(Settings(aws_endpoint_url=moto_endpoint))
+    sent: list[str] = []
+    for client in (services.dynamodb, services.sqs):
+        client.meta.events.register(
+            "before-send",
+            lambda request, **_: sent.append(request.headers["User-Agent"].decode()),
+        )
+    services.dynamodb.list_tables()
+    services.sqs.list_queues()
+    services.dynamodb.close()
+    services.sqs.close()
+    assert len(sent) == 2
+    assert all(agent.startswith(fixed_user_agent("api") + " ") for agent in sent), sent
