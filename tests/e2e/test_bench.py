@@ -29,6 +29,9 @@ RUNS: dict[str, str] = {
         "bench.lanes --quick --backlog 16 --runs 1 --probes 1"
     ),
     "test_quick_cancel_benchmark_prints_the_delays_and_the_baseline": "bench.cancel --quick",
+    "test_quick_websocket_routes_benchmark_prints_both_parts_against_http": (
+        "bench.websocket_routes --quick --jobs 4 --rounds 1 --lone 2"
+    ),
 }
 
 
@@ -141,3 +144,15 @@ def test_quick_cancel_benchmark_prints_the_delays_and_the_baseline(bench: BenchR
     for label in ("cancel -> item stopped", "cancel -> CANCELLED seen by a poller"):
         assert f"{label}: p50 " in out
     assert "baseline, same run: check interval 500 ms, decode step " in out
+
+
+@pytest.mark.timeout(300)
+def test_quick_websocket_routes_benchmark_prints_both_parts_against_http(bench: BenchRun) -> None:
+    completed = bench.wait(timeout=280)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = completed.stdout
+    assert "a lone job on an idle worker, 2 of each, p50: over HTTP submit -> first token " in out
+    assert " times HTTP's" in out
+    assert "arrival of 4 jobs at once, no worker; medians of 1 rounds:" in out
+    for way in ("HTTP", "WebSocket, 1 socket a job", "WebSocket, 4 sockets a job"):
+        assert f"| {way} | " in out
