@@ -32,6 +32,7 @@ import aiohttp
 
 from bench import phases
 from bench.jobs import GPT2_SMALL, TINY, Job, JobSetSpec, make_jobs, model_and_codec
+from bench.streaming import percentile
 from bench.through_stack import Client, LogTail, job_body, read_stream, submit_and_wait
 from headrace.dev.stack import LocalStack
 
@@ -135,11 +136,6 @@ def _logged_first_token(log: LogTail, request_id: str, timeout_s: float = 30.0) 
     raise TimeoutError(f"no log line for {request_id}")
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def first_events(stack: LocalStack, model: str, jobs: list[Job]) -> None:
     over_http, logged_socket, over_socket = [], [], []
     with phases.worker(stack, {}, model) as running:
@@ -156,10 +152,11 @@ def first_events(stack: LocalStack, model: str, jobs: list[Job]) -> None:
             logged_socket.append(_logged_first_token(running.log, request_id))
     http, socket = statistics.median(over_http), statistics.median(over_socket)
     extra = statistics.median(w - d for w, d in zip(over_socket, logged_socket, strict=True))
+    p95 = percentile(over_socket, 0.95)
     print(
         f"a lone job on an idle worker, {len(jobs)} of each, p50: over HTTP submit -> first "
         f"token {http * 1000:.0f} ms (the worker's log); over WebSocket send -> first event "
-        f"{socket * 1000:.0f} ms (p95 {_p(over_socket, 0.95) * 1000:.0f} ms), {socket / http:.2f}"
+        f"{socket * 1000:.0f} ms (p95 {p95 * 1000:.0f} ms), {socket / http:.2f}"
         f" times HTTP's; of it, beyond the job's logged submit -> first token, {extra * 1000:.0f}"
         " ms (the frame's handler before the job is recorded, the first flush's commit, the post)",
         flush=True,
