@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import phases, probes, report
-from bench.engine_limit import MORE_STRATEGIES, STRATEGIES, Strategy
+from bench.engine_limit import Strategy, strategies_for
 from bench.jobs import (
     GPT2_SMALL,
     TINY,
@@ -29,6 +29,7 @@ from bench.jobs import (
     save_jobs,
 )
 from bench.procinfo import machine
+from bench.profile import Sampler, summarize
 from bench.report import Summary
 from headrace.dev.stack import LocalStack, StackOptions
 from worker.decoding import TextCodec
@@ -60,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--probe-tries", type=int, default=3, help="tries of each idle-worker probe (default 3)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bench/gpu.sh)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample Headrace's worker with py-spy in its phases (perturbs them); print a summary",
+    )
     parser.add_argument(
         "--explore", action="store_true", help="try more engine strategies in the first run"
     )
@@ -102,6 +108,7 @@ class Collected:
     probe_lines: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     engine_runs: list[list[dict[str, Any]]] = field(default_factory=list)
+    profiles: list[Path] = field(default_factory=list)  # py-spy's stacks of the worker, --profile
 
 
 def prepare(args: argparse.Namespace) -> Setup:
@@ -202,7 +209,15 @@ def worker_runs(
     for mode, label in (("headrace", "headrace"), ("naive", "naive worker")):
         with phases.worker(stack, phases.WORKER_MODES[mode], model) as running:
             detail = "worker defaults" if mode == "headrace" else "1 job at a time"
-            phase = phases.worker_phase(stack, running, label, detail, model, setup.jobs)
+            stacks = setup.work / f"headrace-worker-run{run + 1}.stacks"
+            sampled = mode == "headrace" and setup.args.profile
+            sampler = Sampler(running.process.pid, stacks) if sampled else None
+            try:
+                phase = phases.worker_phase(stack, running, label, detail, model, setup.jobs)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
+                    collected.profiles.append(stacks)
             if phase.short_jobs:
                 collected.notes.append(
                     f"{label}, run {run + 1}: jobs ended early {phase.short_jobs}"
@@ -285,6 +300,9 @@ def report_all(setup: Setup, collected: Collected) -> None:
                 print(line)
     for note in collected.notes:
         print(f"note: {note}")
+    for stacks in collected.profiles:
+        print(f"py-spy, Headrace's worker in its phase ({stacks.name}):")
+        print("\n".join(summarize(stacks)))
     plot_path = work / "bench.png"
     profile = setup.profile
     title = f"{profile.model_name}: {profile.shape.label}; {len(jobs)} jobs; median of {runs}"
@@ -311,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = prepare(args)
     stack = make_stack(setup)
     collected = Collected()
-    strategies: list[Strategy] = STRATEGIES + (MORE_STRATEGIES if args.explore else [])
+    strategies = strategies_for(args.device, args.explore)
     stack.start(workers=0)
     try:
         for run in range(setup.runs):

@@ -111,7 +111,9 @@ def evidence(phase: WorkerPhase, jobs: list[Job]) -> dict[str, Any]:
         "mean_prompt_spread": statistics.mean(spreads) if spreads else None,
         "submit_to_decode_start_p50_s": statistics.median(waits) if waits else None,
         "cpu_s": phase.cpu_s,
-        "cpu_share_of_2_cores": {k: v / (2 * makespan) for k, v in phase.cpu_s.items()},
+        # In cores rather than as a share of the machine: the reference machine has 2, a GPU
+        # host 16 or more, and what matters is how many a process kept busy.
+        "cpu_cores_busy": {k: v / makespan for k, v in phase.cpu_s.items()},
         "polls": phase.result.polls,
         "client_seen_makespan_s": phase.result.polled_makespan_s,
         "worker_logged_makespan_s": makespan,
@@ -121,15 +123,15 @@ def evidence(phase: WorkerPhase, jobs: list[Job]) -> dict[str, Any]:
 def evidence_lines(name: str, facts: dict[str, Any]) -> list[str]:
     sizes = facts["batch_sizes"]
     histogram = {s: sizes.count(s) for s in sorted(set(sizes))}
-    share = facts["cpu_share_of_2_cores"]
+    busy = facts["cpu_cores_busy"]
     wait = facts["submit_to_decode_start_p50_s"]
     return [
         f"{name}: {facts['batches']} batches, sizes {histogram} (size: count), mean prompt-length "
         f"spread in a batch {facts['mean_prompt_spread'] or 0:.0f} tokens",
         f"{name}: submit -> decode start p50 {wait if wait is not None else float('nan'):.2f} s; "
-        f"CPU share of 2 cores: worker {share['worker']:.0%}, gateway {share['gateway']:.0%}, "
-        f"moto {share['moto']:.0%}, event sources {share.get('events', 0):.0%}, "
-        f"client {share['client']:.0%}; {facts['polls']} polls; "
+        f"CPU in cores busy: worker {busy['worker']:.2f}, gateway {busy['gateway']:.2f}, "
+        f"moto {busy['moto']:.2f}, event sources {busy.get('events', 0):.2f}, "
+        f"client {busy['client']:.2f}; {facts['polls']} polls; "
         f"last result seen by the client {facts['client_seen_makespan_s']:.1f} s vs logged "
         f"{facts['worker_logged_makespan_s']:.1f} s",
     ]
