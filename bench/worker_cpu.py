@@ -58,8 +58,12 @@ from worker.engine import Engine, EngineConfig, SamplingParams, Step
 
 GREEDY = SamplingParams(top_k=1)
 ENGINE_ALONE_S = 1.0  # the engine alone decodes a round's batches for at least this long
-# A GPU decode rate of this model, once one has been measured on a data-centre card.
-GPU_DECODE_RATE: str = "unmeasured (no GPU was at hand)"
+# The decode rate of the benchmark model measured on a data-centre card: the engine limit of
+# `bench/gpu.sh` (README "On a GPU"), to set the ceiling against.
+GPU_DECODE_RATE: str = (
+    "3,400-4,700 tokens/s on an NVIDIA H200 (the engine limit of python -m bench's 64 jobs, "
+    "CTranslate2 int8, bench/gpu.sh on 2026-12-04; README 'On a GPU')"
+)
 
 
 def pin(pid: int, cores: set[int]) -> None:
