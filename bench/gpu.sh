@@ -38,7 +38,7 @@ fi
 {
   echo "card: $card"
   echo "ctranslate2: $("$PYTHON" -c 'import ctranslate2; print(ctranslate2.__version__)')"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit: $(git describe --always --dirty 2>/dev/null || echo unknown)"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } | tee "$OUT/machine.txt"
 
