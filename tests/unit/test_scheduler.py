@@ -117,7 +117,10 @@ def test_a_burst_is_planned_with_the_replicas_still_decoding_counted_busy(
     # 64 like jobs and steps of 16 giving 1.15 times the tokens per second of 8: four batches
     # of 16 in two rounds end first. Once the first has started, a plan of the other 48 that
     # counted its replica free would cut them in batches of 8 (three rounds of a cheaper step
-    # on two replicas); with that replica busy, 16 still ends first.
+    # on two replicas); with that replica busy, 16 still ends first. The last 16 are planned
+    # when the second batch ends, beside a third counted by how far it has come: one batch of
+    # 16 or two of 8 are both right then, depending on how far the replicas' threads got apart
+    # (on a loaded machine, far enough for the 8s).
     model = runner(engine, dev_model_dir)
     model.max_batch_size = 16
     model.step_seconds = {8: 0.040, 16: 0.0696}
@@ -128,4 +131,6 @@ def test_a_burst_is_planned_with_the_replicas_still_decoding_counted_busy(
 
     caplog.set_level(logging.INFO, logger="headrace.scheduler")
     asyncio.run(serving(model, body))
-    assert [len(b) for b in batches(caplog)] == [16, 16, 16, 16]
+    sizes = [len(b) for b in batches(caplog)]
+    assert sizes[:3] == [16, 16, 16]
+    assert sizes[3:] in ([16], [8, 8])
