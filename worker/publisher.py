@@ -29,7 +29,7 @@ from headrace.core.tables.jobs import Item
 from worker.lifecycle import StreamTail
 from worker.progress import Progress, Watch
 from worker.stream_events import NewEvents, coalesced_events, events_per_token
-from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
+from worker.stream_store import ChunkWriter, StreamFence, StreamLoad, SubscriberWatch
 
 logger = logging.getLogger("headrace.stream")
 
@@ -40,21 +40,6 @@ _RECORD_DELIVERED_SECONDS = 2.0
 _LONGEST_HOLD_SECONDS = 1.0
 
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
-
-
-@dataclass
-class StreamLoad:
-    """How many streams have followers on this worker, shared by its publishers.
-
-    Every flush of a followed stream is a signed post per follower and a DynamoDB write; at
-    one per token they cost the decoder its CPU. Flushes are spread so that all followed
-    streams together make at most `flushes_per_second`."""
-
-    flushes_per_second: float = 100.0
-    followed: int = 0
-
-    def interval(self, minimum: float) -> float:
-        return max(minimum, self.followed / self.flushes_per_second)
 
 
 @dataclass
@@ -331,27 +316,36 @@ class StreamPublisher:
             self.dynamodb.query,
             **stream_table.query_subscriptions(self.settings.table, self.request_id),
         )
-        for item in answer.get("Items", []):
-            subscription = stream_table.Subscription.from_item(item)
-            if subscription.connection_id in self._followers:
-                continue
-            try:
-                await self.aws(
-                    self.dynamodb.update_item,
-                    **stream_table.attach_subscription(
-                        self.settings.table,
-                        request_id=self.request_id,
-                        connection_id=subscription.connection_id,
-                        attacher=self.attacher,
-                    ),
+        subscriptions = [stream_table.Subscription.from_item(i) for i in answer.get("Items", [])]
+        new = [s for s in subscriptions if s.connection_id not in self._followers]
+        attached = await asyncio.gather(*(self._attach(s.connection_id) for s in new))
+        for subscription, ours in zip(new, attached, strict=True):
+            if ours:  # else a handler is replaying to it, or it just went away
+                self._followers[subscription.connection_id] = _Follower(
+                    subscription,
+                    next_index=min(subscription.resume_seq, len(self.events)),
+                    recorded_at=time.monotonic(),
                 )
-            except ConditionFailed:
-                continue  # a handler is replaying to it, or it just went away
-            self._followers[subscription.connection_id] = _Follower(
-                subscription,
-                next_index=min(subscription.resume_seq, len(self.events)),
-                recorded_at=time.monotonic(),
-            )
+
+    async def _attach(self, connection_id: str) -> bool:
+        """Become the one who delivers to the subscription; False if it is not ours to take.
+
+        With the worker's other writes of the moment, in one transaction (the jobs of a batch
+        attach their followers together, as its prefill starts); alone if that did not go
+        through (attaching again is harmless: the condition lets this attempt through)."""
+        update = stream_table.attach_subscription(
+            self.settings.table,
+            request_id=self.request_id,
+            connection_id=connection_id,
+            attacher=self.attacher,
+        )
+        if self.fence.flushes is not None and await self.fence.flushes.write([{"Update": update}]):
+            return True
+        try:
+            await self.aws(self.dynamodb.update_item, **update)
+        except ConditionFailed:
+            return False
+        return True
 
     async def _send(self, connection_id: str, follower: _Follower) -> None:
         endpoint = follower.subscription.endpoint

@@ -310,3 +310,71 @@ def test_who_followed_before_the_start_is_attached_before_the_first_token(
     assert attached_by == "w"
     assert first_token_calls == {"transact_write_items": 1}  # the commit, with its chunk
     assert posted == [0]
+
+
+def test_the_followers_of_a_batchs_jobs_are_attached_together(
+    moto_endpoint: str, resources: ProvisionedResources
+) -> None:
+    """The jobs of a batch attach their followers as it starts: in shared transactions, not an
+    UpdateItem each; a subscription a handler is replaying to stays the handler's, and a worker
+    that attaches again what is already its own (its first answer lost) keeps it."""
+    table = resources.table_name
+    jobs: dict[str, tuple[str, ...]] = {
+        str(uuid.uuid4()): ("a", "b"),
+        str(uuid.uuid4()): ("c", "d"),
+    }
+    replayed = str(uuid.uuid4())
+    jobs[replayed] = ("e", "f", "g")
+
+    async def body(dynamodb: Any, sqs: Any) -> tuple[dict[str, int], dict[str, str], bool]:
+        for request_id, connections in jobs.items():
+            await job_with_followers(dynamodb, table, request_id, connections)
+        await dynamodb.update_item(
+            **stream_table.attach_subscription(
+                table,
+                request_id=replayed,
+                connection_id="g",
+                attacher=stream_table.HANDLER_ATTACHMENT,
+            )
+        )
+        aws = CountingAws()
+        groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
+
+        async def post(endpoint: str, connection_id: str, data: bytes) -> bool:
+            return True
+
+        publishers = [
+            StreamPublisher(
+                request_id=request_id,
+                attacher="w#1",
+                settings=StreamSettings(table=table),
+                aws=aws,
+                dynamodb=dynamodb,
+                post=post,
+                writer=ChunkWriter(table=table, dynamodb=dynamodb, aws=aws),
+                fence=StreamFence(table, request_id, 1, dynamodb, aws, 0, flushes=groups),
+            )
+            for request_id in jobs
+        ]
+        await asyncio.gather(*(p.catch_up() for p in publishers))
+        attached: dict[str, str] = {}
+        for request_id in jobs:
+            answer = await dynamodb.query(**stream_table.query_subscriptions(table, request_id))
+            for subscription in map(stream_table.Subscription.from_item, answer["Items"]):
+                attached[subscription.connection_id] = str(subscription.attached_by)
+        again = await publishers[0]._attach("a")
+        return aws.calls, attached, again
+
+    calls, attached, again = run(moto_endpoint, body)
+    assert attached == {
+        **dict.fromkeys("abcdef", "w#1"),
+        "g": stream_table.HANDLER_ATTACHMENT,
+    }
+    # One query a job, and the attaches in transactions shared with whatever else the worker
+    # writes at that moment (usually one or two a job; more only if the loop's turns split
+    # them), where an UpdateItem each made seven calls. The handler's subscription fails its
+    # group, which goes again without it, and is tried alone once.
+    assert calls["query"] == 3
+    assert calls.get("update_item", 0) <= 1
+    assert 1 <= calls["transact_write_items"] <= 7
+    assert again is True

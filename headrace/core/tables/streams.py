@@ -280,12 +280,12 @@ def attach_subscription(
     event before the job is final.
     """
     condition = "attribute_exists(pk) AND (attribute_not_exists(attached_by)"
-    if attacher != HANDLER_ATTACHMENT:
-        condition += " OR (attached_by <> :handler AND attached_by <> :me)"
-    condition += ")"
     values: dict[str, Any] = {":me": {"S": attacher}}
     if attacher != HANDLER_ATTACHMENT:
+        # Its own attach again too: a worker whose first try's answer was lost tries again.
+        condition += " OR attached_by <> :handler"
         values[":handler"] = {"S": HANDLER_ATTACHMENT}
+    condition += ")"
     return {
         "TableName": table,
         "Key": {"pk": job_key(request_id)["pk"], "sk": {"S": f"sub#{connection_id}"}},
