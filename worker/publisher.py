@@ -29,7 +29,8 @@ from headrace.core.tables.jobs import Item
 from worker.lifecycle import StreamTail
 from worker.progress import Progress, Watch
 from worker.stream_events import NewEvents, coalesced_events, events_per_token
-from worker.stream_store import ChunkWriter, StreamFence, StreamLoad, SubscriberWatch
+from worker.stream_settings import StreamSettings
+from worker.stream_store import ChunkWriter, StreamFence
 
 logger = logging.getLogger("headrace.stream")
 
@@ -40,25 +41,6 @@ _RECORD_DELIVERED_SECONDS = 2.0
 _LONGEST_HOLD_SECONDS = 1.0
 
 Post = Callable[[str, str, bytes], Awaitable[bool]]  # (endpoint, connection, data) -> alive?
-
-
-@dataclass
-class StreamSettings:
-    table: str
-    flush_interval: float = 0.05  # while a connection follows the job
-    # While nobody follows, events are still stored (for a later subscribe) but coarser:
-    # every store is a DynamoDB write competing with decoding for the machine. These flushes
-    # fall on a clock shared by all of a worker's streams, so the ChunkWriter batches them.
-    unfollowed_flush_interval: float = 0.5
-    # While followed, an event carries at least this many new tokens (SGLang's and vLLM's
-    # `stream_interval`): every flush is a post per follower and a stored chunk, which on a
-    # CPU cost the decoder a token's time or more. The first and the last event go at once,
-    # and a stream waits at most _LONGEST_HOLD_SECONDS for its tokens.
-    interval_tokens: int = 1
-    expires_at: int = 0
-    load: StreamLoad = field(default_factory=StreamLoad)
-    # The worker's check for new subscribers; a stream is in it while its job decodes.
-    subscribers: SubscriberWatch | None = None
 
 
 @dataclass

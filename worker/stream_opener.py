@@ -22,9 +22,10 @@ from headrace.core.errors import HeadraceError
 from headrace.core.settings import Settings
 from headrace.core.tables import streams as stream_table
 from headrace.core.tables.jobs import Item, JobRecord
-from worker.publisher import Post, StreamPublisher, StreamSettings
+from worker.publisher import Post, StreamPublisher
 from worker.scheduler import Resume
-from worker.stream_store import ChunkWriter, StreamFence, StreamLoad, SubscriberWatch
+from worker.stream_settings import StreamLoad, StreamSettings
+from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 from worker.transactions import TransactionGroups
 
 

@@ -24,8 +24,6 @@ is CPU taken from the decoder), so the worker pools them:
   then does that publisher query its subscriptions. The same read says whether a cancel was
   asked for a job this worker holds (worker/halts.py), so learning of cancels costs no call
   per job, let alone per token.
-- `StreamLoad` counts the streams that have followers, so that their flushes together keep
-  to a budget.
 """
 
 from __future__ import annotations
@@ -270,18 +268,3 @@ class SubscriberWatch:
                 cancelled = self._cancellable.get(request_id)
                 if cancelled is not None and stream_table.cancel_requested(item):
                     cancelled()
-
-
-@dataclass
-class StreamLoad:
-    """How many streams have followers on this worker, shared by its publishers.
-
-    Every flush of a followed stream is a signed post per follower and a DynamoDB write; at
-    one per token they cost the decoder its CPU. Flushes are spread so that all followed
-    streams together make at most `flushes_per_second`."""
-
-    flushes_per_second: float = 100.0
-    followed: int = 0
-
-    def interval(self, minimum: float) -> float:
-        return max(minimum, self.followed / self.flushes_per_second)

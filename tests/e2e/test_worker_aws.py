@@ -25,7 +25,8 @@ from tests.e2e.worker_aws_support import CountingAws, chunk, fresh_resources, ru
 from tests.unit.test_stream_interval import Decoding
 from worker.lifecycle import LeaseLost
 from worker.progress import ProgressSignal, Watch
-from worker.publisher import StreamPublisher, StreamSettings
+from worker.publisher import StreamPublisher
+from worker.stream_settings import StreamSettings
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 from worker.transactions import TransactionGroups
 

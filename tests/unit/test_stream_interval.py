@@ -13,7 +13,8 @@ from typing import Any
 
 from headrace.core.tables.streams import Subscription
 from worker.progress import Progress, ProgressSignal, Watch
-from worker.publisher import StreamPublisher, StreamSettings, _Follower
+from worker.publisher import StreamPublisher, _Follower
+from worker.stream_settings import StreamSettings
 
 
 class Decoding:
