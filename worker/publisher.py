@@ -82,6 +82,8 @@ class StreamPublisher:
     # Per follower, the last seq posted to it that is due to be noted (`_record_delivered`).
     _notes: dict[str, int] = field(default_factory=dict)
     _published_at: float = 0.0  # monotonic time of the last flush
+    # The connection that submitted the job, as its record names it (`expect_first_follower`).
+    _first_follower: stream_table.Subscription | None = None
 
     @property
     def next_seq(self) -> int:
@@ -103,6 +105,13 @@ class StreamPublisher:
         if count > self._subscriptions_seen:
             self._subscriptions_seen = count
             self._attention.set()
+
+    def expect_first_follower(self, connection_id: str, endpoint: str) -> None:
+        """The job's record names its only subscription so far, the connection that submitted
+        it: attaching it needs no query of the job's subscriptions."""
+        self._first_follower = stream_table.Subscription(
+            self.request_id, connection_id, endpoint, from_seq=0, attached_by=None
+        )
 
     @property
     def _new_subscriptions(self) -> bool:
@@ -294,6 +303,12 @@ class StreamPublisher:
             await self._send(connection_id, follower)
 
     async def _attach_new(self) -> None:
+        first, self._first_follower = self._first_follower, None
+        only_first = self._subscriptions_attached == 1  # the record counted no other
+        if first is not None and only_first and await self._attach(first.connection_id):
+            self._follow(first)
+            return
+        # Otherwise (more subscriptions, or the first not ours to take) what they all say:
         answer = await self.aws(
             self.dynamodb.query,
             **stream_table.query_subscriptions(self.settings.table, self.request_id),
@@ -303,11 +318,14 @@ class StreamPublisher:
         attached = await asyncio.gather(*(self._attach(s.connection_id) for s in new))
         for subscription, ours in zip(new, attached, strict=True):
             if ours:  # else a handler is replaying to it, or it just went away
-                self._followers[subscription.connection_id] = _Follower(
-                    subscription,
-                    next_index=min(subscription.resume_seq, len(self.events)),
-                    recorded_at=time.monotonic(),
-                )
+                self._follow(subscription)
+
+    def _follow(self, subscription: stream_table.Subscription) -> None:
+        self._followers[subscription.connection_id] = _Follower(
+            subscription,
+            next_index=min(subscription.resume_seq, len(self.events)),
+            recorded_at=time.monotonic(),
+        )
 
     async def _attach(self, connection_id: str) -> bool:
         """Become the one who delivers to the subscription; False if it is not ours to take.

@@ -137,8 +137,10 @@ def new_job_followed(
 ) -> dict[str, Any]:
     """One transaction: a new job (headrace.core.tables.jobs.put_new_job, counted as followed
     once) and `connection_id` following it from its first event, so no worker can start the
-    job before its follower exists."""
-    item = {**new_job["Item"], "subscriptions": {"N": "1"}}
+    job before its follower exists. The job's record names that follower too: the worker that
+    claims it can attach it without a query of its subscriptions."""
+    first_follower = {"connection_id": {"S": connection_id}, "endpoint": {"S": endpoint}}
+    item = {**new_job["Item"], "subscriptions": {"N": "1"}, "first_follower": {"M": first_follower}}
     puts = _subscription_puts(
         new_job["TableName"],
         request_id=request_id,

@@ -77,6 +77,9 @@ class JobRecord:
     requeued_at: float | None = None  # the last retry: its deadline counts from here
     dead_lettered_at: float | None = None  # a worker last found its message in the DLQ
     attempt_history: tuple[AttemptView, ...] = ()
+    # (connection id, endpoint): the WebSocket connection that submitted it, subscribed from
+    # its first event (headrace.core.tables.connections.new_job_followed).
+    first_follower: tuple[str, str] | None = None
 
     @classmethod
     def from_item(cls, item: Item) -> JobRecord:
@@ -111,6 +114,7 @@ class JobRecord:
             attempt_history=tuple(
                 attempt_table.history(item, status=status, epoch=int(num("epoch") or 0))
             ),
+            first_follower=_first_follower(item),
         )
 
     def has_attempts_left(self, max_attempts: int) -> bool:
@@ -304,3 +308,10 @@ def model_presence(item: Item) -> ModelPresence:
         served_until=float(item["served_until"]["N"]),
         context_length=int(declared["N"]) if declared else None,
     )
+
+
+def _first_follower(item: Item) -> tuple[str, str] | None:
+    follower = item.get("first_follower", {}).get("M")
+    if not follower:
+        return None
+    return follower["connection_id"]["S"], follower["endpoint"]["S"]
