@@ -16,11 +16,9 @@ from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
-from tests.e2e.test_worker_aws import REQUEST, job_with_followers
-from tests.e2e.worker_aws_support import CountingAws, fresh_resources, run
+from tests.e2e.test_worker_aws import job_with_followers
+from tests.e2e.worker_aws_support import CountingAws, fresh_resources, new_job, publisher_of, run
 from worker.publisher import StreamPublisher
-from worker.stream_settings import StreamSettings
-from worker.stream_store import ChunkWriter, StreamFence
 from worker.transactions import TransactionGroups
 
 
@@ -30,40 +28,13 @@ def resources(moto_endpoint: str) -> Iterator[ProvisionedResources]:
         yield provisioned
 
 
-def publisher_of(
-    request_id: str, table: str, dynamodb: Any, aws: CountingAws, groups: TransactionGroups
-) -> StreamPublisher:
-    async def post(endpoint: str, connection_id: str, data: bytes) -> bool:
-        return True
-
-    return StreamPublisher(
-        request_id=request_id,
-        attacher="w#1",
-        settings=StreamSettings(table=table),
-        aws=aws,
-        dynamodb=dynamodb,
-        post=post,
-        writer=ChunkWriter(table=table, dynamodb=dynamodb, aws=aws),
-        fence=StreamFence(table, request_id, 1, dynamodb, aws, 0, flushes=groups),
-    )
-
-
 async def submitted_over_a_socket(
     dynamodb: Any, table: str, request_id: str, connection_id: str
 ) -> job_table.JobRecord:
     """A job as the WebSocket `complete` route records it, read back as a worker's claim would."""
-    new_job = job_table.put_new_job(
-        table,
-        request_id=request_id,
-        owner="o",
-        model="m",
-        request=REQUEST,
-        now=time.time(),
-        ttl_seconds=60,
-    )
     await dynamodb.transact_write_items(
         **connection_table.new_job_followed(
-            new_job,
+            new_job(table, request_id),
             request_id=request_id,
             connection_id=connection_id,
             endpoint="https://example.invalid",
@@ -74,6 +45,21 @@ async def submitted_over_a_socket(
     return job_table.JobRecord.from_item(item["Item"])
 
 
+async def claimed(
+    dynamodb: Any, table: str, record: job_table.JobRecord
+) -> tuple[StreamPublisher, CountingAws]:
+    """The job's publisher once its followers are attached, as a worker's first claim of it
+    has them, and the AWS calls it made."""
+    aws = CountingAws()
+    groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
+    publisher = publisher_of(record.request_id, table, dynamodb, aws, groups)
+    publisher.subscriptions_seen(record.subscriptions)
+    assert record.first_follower is not None
+    publisher.expect_first_follower(*record.first_follower)
+    await publisher.catch_up()
+    return publisher, aws
+
+
 def test_the_connection_that_submitted_a_job_is_attached_without_a_query(
     moto_endpoint: str, resources: ProvisionedResources
 ) -> None:
@@ -82,14 +68,7 @@ def test_the_connection_that_submitted_a_job_is_attached_without_a_query(
 
     async def body(dynamodb: Any, sqs: Any) -> tuple[Any, dict[str, int], list[str], str | None]:
         record = await submitted_over_a_socket(dynamodb, table, request_id, "c1")
-        aws = CountingAws()
-        publisher = publisher_of(
-            request_id, table, dynamodb, aws, TransactionGroups(dynamodb=dynamodb, aws=aws)
-        )
-        publisher.subscriptions_seen(record.subscriptions)
-        assert record.first_follower is not None
-        publisher.expect_first_follower(*record.first_follower)
-        await publisher.catch_up()
+        publisher, aws = await claimed(dynamodb, table, record)
         answer = await dynamodb.query(**stream_table.query_subscriptions(table, request_id))
         [subscription] = map(stream_table.Subscription.from_item, answer["Items"])
         return (
@@ -120,14 +99,7 @@ def test_a_first_follower_gone_before_the_start_sends_the_worker_to_the_subscrip
         await dynamodb.transact_write_items(
             **connection_table.delete_subscription(table, request_id=request_id, connection_id="c1")
         )
-        aws = CountingAws()
-        publisher = publisher_of(
-            request_id, table, dynamodb, aws, TransactionGroups(dynamodb=dynamodb, aws=aws)
-        )
-        publisher.subscriptions_seen(record.subscriptions)
-        assert record.first_follower is not None
-        publisher.expect_first_follower(*record.first_follower)
-        await publisher.catch_up()
+        publisher, aws = await claimed(dynamodb, table, record)
         return aws.calls, list(publisher._followers)
 
     calls, followers = run(moto_endpoint, body)

@@ -15,22 +15,23 @@ from typing import Any
 import pytest
 
 from headrace.core.aws_calls import call_aws_async
-from headrace.core.contracts import CompletionRequest
 from headrace.core.errors import ConditionFailed, NotFound
 from headrace.core.tables import connections as connection_table
-from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
-from tests.e2e.worker_aws_support import CountingAws, chunk, fresh_resources, run
+from tests.e2e.worker_aws_support import (
+    CountingAws,
+    chunk,
+    fresh_resources,
+    new_job,
+    publisher_of,
+    run,
+)
 from tests.unit.test_stream_interval import Decoding
 from worker.lifecycle import LeaseLost
 from worker.progress import ProgressSignal, Watch
-from worker.publisher import StreamPublisher
-from worker.stream_settings import StreamSettings
 from worker.stream_store import ChunkWriter, StreamFence, SubscriberWatch
 from worker.transactions import TransactionGroups
-
-REQUEST = CompletionRequest(prompt="x", max_new_tokens=4)
 
 
 @pytest.fixture
@@ -114,17 +115,7 @@ async def job_with_followers(
     dynamodb: Any, table: str, request_id: str, connections: tuple[str, ...]
 ) -> None:
     """A job's record, and `connections` following it as the WebSocket handler records them."""
-    await dynamodb.put_item(
-        **job_table.put_new_job(
-            table,
-            request_id=request_id,
-            owner="o",
-            model="m",
-            request=REQUEST,
-            now=time.time(),
-            ttl_seconds=60,
-        )
-    )
+    await dynamodb.put_item(**new_job(table, request_id))
     for connection in connections:
         await dynamodb.transact_write_items(
             **connection_table.add_subscription(
@@ -267,24 +258,8 @@ def test_who_followed_before_the_start_is_attached_before_the_first_token(
             first_post.set()
             return True
 
-        publisher = StreamPublisher(
-            request_id=request_id,
-            attacher="w",
-            settings=StreamSettings(table=table),
-            aws=aws,
-            dynamodb=dynamodb,
-            post=post,
-            writer=ChunkWriter(table=table, dynamodb=dynamodb, aws=aws),
-            fence=StreamFence(
-                table,
-                request_id,
-                1,
-                dynamodb,
-                aws,
-                expires_at=0,
-                flushes=TransactionGroups(dynamodb=dynamodb, aws=aws),
-            ),
-        )
+        groups = TransactionGroups(dynamodb=dynamodb, aws=aws)
+        publisher = publisher_of(request_id, table, dynamodb, aws, groups, post=post, attacher="w")
         publisher.subscriptions_seen(1)  # as the job record said at the claim
         decoding = Decoding()
         watch = Watch(ProgressSignal(asyncio.get_running_loop()), source=decoding)

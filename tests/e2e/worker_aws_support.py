@@ -1,9 +1,10 @@
 """What the worker's AWS tests share: fresh resources on the moto server, the worker's own AWS
-call counted, and stream chunks to store."""
+call counted, stream chunks to store, and a job's stream publisher."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -13,13 +14,32 @@ import aioboto3
 import boto3
 
 from headrace.core.aws_calls import call_aws_async
-from headrace.core.contracts import StreamEvent, StreamOutput
+from headrace.core.contracts import CompletionRequest, StreamEvent, StreamOutput
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.moto import MOTO_CREDENTIALS
 from infra.provision import AwsClients, ProvisionedResources, provision
+from worker.publisher import Post, StreamPublisher
+from worker.stream_settings import StreamSettings
+from worker.stream_store import ChunkWriter, StreamFence
+from worker.transactions import TransactionGroups
 
 T = TypeVar("T")
+
+REQUEST = CompletionRequest(prompt="x", max_new_tokens=4)
+
+
+def new_job(table: str, request_id: str) -> dict[str, Any]:
+    """The PutItem of a job's record as the API writes it."""
+    return job_table.put_new_job(
+        table,
+        request_id=request_id,
+        owner="o",
+        model="m",
+        request=REQUEST,
+        now=time.time(),
+        ttl_seconds=60,
+    )
 
 
 @contextmanager
@@ -67,3 +87,30 @@ def chunk(table: str, request_id: str, seq: int) -> job_table.Item:
         table, request_id=request_id, event=event, token_ids=[seq], expires_at=0
     )["Item"]
     return item
+
+
+async def _delivered(endpoint: str, connection_id: str, data: bytes) -> bool:
+    return True
+
+
+def publisher_of(
+    request_id: str,
+    table: str,
+    dynamodb: Any,
+    aws: CountingAws,
+    groups: TransactionGroups,
+    *,
+    post: Post = _delivered,
+    attacher: str = "w#1",
+) -> StreamPublisher:
+    """A job's publisher as a worker's first claim of it makes one (lease epoch 1)."""
+    return StreamPublisher(
+        request_id=request_id,
+        attacher=attacher,
+        settings=StreamSettings(table=table),
+        aws=aws,
+        dynamodb=dynamodb,
+        post=post,
+        writer=ChunkWriter(table=table, dynamodb=dynamodb, aws=aws),
+        fence=StreamFence(table, request_id, 1, dynamodb, aws, 0, flushes=groups),
+    )
