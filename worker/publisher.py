@@ -122,7 +122,7 @@ class StreamPublisher:
     async def follow(self, watch: Watch) -> None:
         """Publish the job's progress until it finishes (run as a task; cancel to stop)."""
         await watch.started.wait()
-        counted = False
+        counted = 0  # followers counted in the worker's load
         if self.settings.subscribers is not None:
             self.settings.subscribers.add(self)
         try:
@@ -132,9 +132,9 @@ class StreamPublisher:
                 await self._deliver(refresh=True)
             while not self._finished:
                 await watch.signal.wait()
-                if bool(self._followers) != counted:
-                    counted = not counted
-                    self.settings.load.followed += 1 if counted else -1
+                if len(self._followers) != counted:
+                    self.settings.load.followers += len(self._followers) - counted
+                    counted = len(self._followers)
                 # A follower's first event goes out at once (time to first token); later ones
                 # coalesce, and so does every event while nobody follows: a job that ends
                 # unfollowed within one flush interval stores its stream in one write, not two.
@@ -147,8 +147,7 @@ class StreamPublisher:
                         progress = watch.progress(since=self.tokens_sent)
                 await self.publish(progress)
         finally:
-            if counted:
-                self.settings.load.followed -= 1
+            self.settings.load.followers -= counted
             if self.settings.subscribers is not None:
                 self.settings.subscribers.remove(self)
 

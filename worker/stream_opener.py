@@ -74,7 +74,7 @@ class StreamOpener:
         self.post = post
         self.clock = clock
         self.aws = aws
-        self._load = StreamLoad(settings.stream_flushes_per_second)
+        self._load = StreamLoad(settings.stream_posts_per_second)
         self._writer = ChunkWriter(table=settings.table_name, dynamodb=dynamodb, aws=aws)
         self._flushes = TransactionGroups(dynamodb=dynamodb, aws=aws)
         self.subscriber_watch = SubscriberWatch(

@@ -9,17 +9,19 @@ from worker.stream_store import SubscriberWatch
 
 @dataclass
 class StreamLoad:
-    """How many streams have followers on this worker, shared by its publishers.
+    """How many followers this worker's streams have, shared by its publishers.
 
-    Every flush of a followed stream is a signed post per follower and a DynamoDB write; at
-    one per token they cost the decoder its CPU. Flushes are spread so that all followed
-    streams together make at most `flushes_per_second`."""
+    Every flush of a followed stream is a signed post per follower (its DynamoDB write goes
+    out with the other streams' in one transaction); at one per token they cost the decoder
+    its CPU. Flushes are spread so that all followers together are posted to at most
+    `posts_per_second`. Every followed stream flushes on the same interval, so each reader
+    sees text as often as any other, whether its stream has one follower or many."""
 
-    flushes_per_second: float = 100.0
-    followed: int = 0
+    posts_per_second: float = 100.0
+    followers: int = 0
 
     def interval(self, minimum: float) -> float:
-        return max(minimum, self.followed / self.flushes_per_second)
+        return max(minimum, self.followers / self.posts_per_second)
 
 
 @dataclass

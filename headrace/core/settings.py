@@ -106,9 +106,10 @@ class Settings(BaseSettings):
     # locally every store is CPU the decoder loses (bench/: 500 ms -> 2 s took the local AWS
     # endpoint from 17% to 9% of 2 cores).
     stream_unfollowed_flush_ms: int = 2000
-    # All followed streams of a worker together flush at most this often (each flush posts to
-    # every follower): under load the interval grows past stream_flush_ms instead of the CPU.
-    stream_flushes_per_second: float = 100.0
+    # A worker posts stream events to all the followers of its streams together at most about
+    # this often (each flush posts to every follower of its stream): under load the interval
+    # grows past stream_flush_ms instead of the CPU the posts take from the decoder.
+    stream_posts_per_second: float = Field(default=100.0, gt=0)
     # While a connection follows a job, an event carries at least this many new tokens (the
     # first and the last go at once; none waits more than a second): a flush is a post per
     # follower and a stored chunk, which on a CPU worker cost the decoder more than a token.

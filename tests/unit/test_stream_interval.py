@@ -14,7 +14,7 @@ from typing import Any
 from headrace.core.tables.streams import Subscription
 from worker.progress import Progress, ProgressSignal, Watch
 from worker.publisher import StreamPublisher, _Follower
-from worker.stream_settings import StreamSettings
+from worker.stream_settings import StreamLoad, StreamSettings
 
 
 class Decoding:
@@ -53,29 +53,38 @@ class Writer:
 
 
 async def followed_stream(
-    interval_tokens: int, pauses: list[float]
+    interval_tokens: int,
+    pauses: list[float],
+    *,
+    followers: int = 1,
+    load: StreamLoad | None = None,
 ) -> list[tuple[float, dict[str, Any]]]:
-    """(seconds since the first token, event) for each event posted to the one follower, while
-    the decoder makes a token after each of `pauses` (seconds)."""
+    """(seconds since the first token, event) for each event posted to the first follower,
+    while the decoder makes a token after each of `pauses` (seconds)."""
     posted: list[tuple[float, dict[str, Any]]] = []
     started = time.monotonic()
 
     async def post(endpoint: str, connection_id: str, data: bytes) -> bool:
-        posted.append((time.monotonic() - started, json.loads(data)))
+        if connection_id == "c0":
+            posted.append((time.monotonic() - started, json.loads(data)))
         return True
 
+    settings = StreamSettings(table="t", flush_interval=0.01, interval_tokens=interval_tokens)
+    if load is not None:
+        settings.load = load
     publisher = StreamPublisher(
         request_id="r",
         attacher="w",
-        settings=StreamSettings(table="t", flush_interval=0.01, interval_tokens=interval_tokens),
+        settings=settings,
         aws=None,  # type: ignore[arg-type]
         dynamodb=None,
         post=post,
         writer=Writer(),  # type: ignore[arg-type]
         fence=Fence(),  # type: ignore[arg-type]
     )
-    subscription = Subscription("r", "c", "https://example.invalid", 0, "w")
-    publisher._followers["c"] = _Follower(subscription, 0, time.monotonic())
+    for n in range(followers):
+        subscription = Subscription("r", f"c{n}", "https://example.invalid", 0, "w")
+        publisher._followers[f"c{n}"] = _Follower(subscription, 0, time.monotonic())
     decoding = Decoding()
     watch = Watch(ProgressSignal(asyncio.get_running_loop()), source=decoding)
     following = asyncio.create_task(publisher.follow(watch))
@@ -122,3 +131,17 @@ def test_tokens_that_come_slowly_are_shown_within_a_second() -> None:
     assert shown[0][1] == 1
     second = next(at for at, n in shown if n >= 2)
     assert 0.9 <= second <= 1.4, shown
+
+
+def test_the_post_budget_counts_every_follower() -> None:
+    """A flush posts to each follower, so the worker's post budget spaces the flushes of a
+    stream with four followers four times as far apart as those of a stream with one."""
+    loads = {n: StreamLoad(posts_per_second=40) for n in (1, 4)}
+    seen = {
+        n: counts(asyncio.run(followed_stream(1, [0.01] * 40, followers=n, load=load)))
+        for n, load in loads.items()
+    }
+    assert all(load.followers == 0 for load in loads.values())  # uncounted once it ended
+    # 25 ms between flushes for one follower, 100 ms for four, over about 0.4 s of tokens.
+    assert len(seen[4]) * 2 <= len(seen[1]), seen
+    assert seen[4][-1] == seen[1][-1] == 40
