@@ -21,9 +21,9 @@ logger = logging.getLogger("headrace.engine")
 # Every replica's thread takes the GIL once per generated token, for the step callback. When
 # one thread releases it and takes it straight back (the next item's callback), another that
 # waits (a replica, the worker's event loop) gets it only once the switch interval has passed:
-# 5 ms by default, a sizeable part of a 30-60 ms CPU decoding step. Two replicas decoding
-# batches of 16 on 2 cores, 8 alternating pairs: 4.39 s median at 0.5 ms against 4.52 s at
-# 5 ms, 7 pairs of 8 faster.
+# 5 ms by default, a sizeable part of a CPU decoding step. A shorter interval made two
+# replicas' batches finish sooner (measured when it was set; the commit that set it has the
+# figures).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 # CTranslate2's converters record no context length, so a model declares its own under this key

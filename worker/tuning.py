@@ -47,8 +47,8 @@ MIN_GAIN = 1.1
 TRIAL_PROMPT_TOKENS = 4  # the prompt pass is not what is timed: keep it short
 # Tokens every trial item has seen before the timed steps. A step's cost per item grows with
 # the context it attends to, and faster at wider batches, so a trial on a bare 4-token prompt
-# favours widths that real prompts do not: on 2 EPYC cores 32 items cost 3.7 ms each a step
-# at 4 tokens of context against 6.7 for 8 items, but about the same (10-11 ms) at 256. The
+# favours widths that real prompts do not: a wide batch's step cost per item, measured on a
+# bare prompt, looked far below a narrow one's but was about the same at real context. The
 # prefix is forwarded once per replica and its state reused (CTranslate2's cached static
 # prompt), so the trials stay cheap.
 TRIAL_CONTEXT_TOKENS = 128

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     # Streaming: tokens are coalesced into one event per this interval (the first goes at once).
     stream_flush_ms: int = 50
     # While no connection follows a job its events are stored less often (still resumable):
-    # locally every store is CPU the decoder loses (bench/: 500 ms -> 2 s took the local AWS
-    # endpoint from 17% to 9% of 2 cores).
+    # locally every store is CPU the decoder loses (2 s against 500 ms about halved the local
+    # AWS endpoint's share of the cores when it was set; its commit has the figures).
     stream_unfollowed_flush_ms: int = 2000
     # A worker posts stream events to all the followers of its streams together at most about
     # this often (each flush posts to every follower of its stream): under load the interval
