@@ -69,9 +69,9 @@ async def followed_stream(
             posted.append((time.monotonic() - started, json.loads(data)))
         return True
 
-    settings = StreamSettings(table="t", flush_interval=0.01, interval_tokens=interval_tokens)
-    if load is not None:
-        settings.load = load
+    settings = StreamSettings(
+        table="t", flush_interval=0.01, interval_tokens=interval_tokens, load=load or StreamLoad()
+    )
     publisher = StreamPublisher(
         request_id="r",
         attacher="w",
