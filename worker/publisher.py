@@ -107,8 +107,8 @@ class StreamPublisher:
             self._attention.set()
 
     def expect_first_follower(self, connection_id: str, endpoint: str) -> None:
-        """The job's record names its only subscription so far, the connection that submitted
-        it: attaching it needs no query of the job's subscriptions."""
+        """The job's record names the connection that submitted it: while the record counts
+        no other subscription, attaching it needs no query of the job's subscriptions."""
         self._first_follower = stream_table.Subscription(
             self.request_id, connection_id, endpoint, from_seq=0, attached_by=None
         )

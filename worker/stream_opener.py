@@ -93,7 +93,8 @@ class StreamOpener:
         chunks = await self._take_over(fence) if record.epoch > 1 else []
         publisher = StreamPublisher.resumed(chunks, **kwargs)
         publisher.subscriptions_seen(record.subscriptions)  # e.g. the connection that submitted
-        if record.epoch == 1 and record.subscriptions == 1 and record.first_follower is not None:
+        # A first claim's only: a retried job's subscriptions say how far each was delivered.
+        if record.epoch == 1 and record.first_follower is not None:
             publisher.expect_first_follower(*record.first_follower)
         if chunks and chunks[-1].event.is_last:
             return OpenedStream(publisher, None, chunks[-1].event)
