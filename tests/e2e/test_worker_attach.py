@@ -16,8 +16,14 @@ from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from infra.provision import ProvisionedResources
-from tests.e2e.test_worker_aws import job_with_followers
-from tests.e2e.worker_aws_support import CountingAws, fresh_resources, new_job, publisher_of, run
+from tests.e2e.worker_aws_support import (
+    CountingAws,
+    fresh_resources,
+    job_with_followers,
+    new_job,
+    publisher_of,
+    run,
+)
 from worker.publisher import StreamPublisher
 from worker.transactions import TransactionGroups
 

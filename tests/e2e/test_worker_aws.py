@@ -23,7 +23,7 @@ from tests.e2e.worker_aws_support import (
     CountingAws,
     chunk,
     fresh_resources,
-    new_job,
+    job_with_followers,
     publisher_of,
     run,
 )
@@ -109,24 +109,6 @@ def test_flushes_of_many_streams_share_transactions_and_a_fenced_out_one_fails_a
     # Chunks stored in the commit's own transaction leave no tail on the head (the fenced-out
     # stream's head is the later epoch's, as it opened it).
     assert heads == [(2, 2, 0)] + [(3, 3, 0)] * 29
-
-
-async def job_with_followers(
-    dynamodb: Any, table: str, request_id: str, connections: tuple[str, ...]
-) -> None:
-    """A job's record, and `connections` following it as the WebSocket handler records them."""
-    await dynamodb.put_item(**new_job(table, request_id))
-    for connection in connections:
-        await dynamodb.transact_write_items(
-            **connection_table.add_subscription(
-                table,
-                request_id=request_id,
-                connection_id=connection,
-                endpoint="https://example.invalid",
-                from_seq=0,
-                now=time.time(),
-            )
-        )
 
 
 def test_delivery_notes_go_with_the_flush_and_one_whose_subscription_went_fails_alone(

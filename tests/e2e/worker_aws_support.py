@@ -1,5 +1,5 @@
 """What the worker's AWS tests share: fresh resources on the moto server, the worker's own AWS
-call counted, stream chunks to store, and a job's stream publisher."""
+call counted, jobs and their followers, stream chunks to store, and a job's stream publisher."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import boto3
 
 from headrace.core.aws_calls import call_aws_async
 from headrace.core.contracts import CompletionRequest, StreamEvent, StreamOutput
+from headrace.core.tables import connections as connection_table
 from headrace.core.tables import jobs as job_table
 from headrace.core.tables import streams as stream_table
 from headrace.dev.moto import MOTO_CREDENTIALS
@@ -40,6 +41,24 @@ def new_job(table: str, request_id: str) -> dict[str, Any]:
         now=time.time(),
         ttl_seconds=60,
     )
+
+
+async def job_with_followers(
+    dynamodb: Any, table: str, request_id: str, connections: tuple[str, ...]
+) -> None:
+    """A job's record, and `connections` following it as the WebSocket handler records them."""
+    await dynamodb.put_item(**new_job(table, request_id))
+    for connection in connections:
+        await dynamodb.transact_write_items(
+            **connection_table.add_subscription(
+                table,
+                request_id=request_id,
+                connection_id=connection,
+                endpoint="https://example.invalid",
+                from_seq=0,
+                now=time.time(),
+            )
+        )
 
 
 @contextmanager
